@@ -1,0 +1,3 @@
+from reuseport.cli import main
+
+main()

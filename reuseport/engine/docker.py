@@ -1,0 +1,298 @@
+"""The Docker adapter: the only module that imports ``docker``.
+
+Replicas run in the host network namespace (they share the host's port space, which is
+what lets SO_REUSEPORT group them) under ``docker-init`` so signals reach the app. They get
+no Docker restart policy: the supervisor is the single restart owner. The low-level API is
+used on the hot path (create/start/inspect) because the high-level one adds inspects and a
+silent pull on a missing image.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import tarfile
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from reuseport import labels
+from reuseport.engine.base import Replica, SupervisorInfo
+from reuseport.errors import EngineError, EngineUnavailable, ImageMissing
+from reuseport.spec import ServiceSpec
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+START_HINT = "start one with `scripts/ensure-docker` (or `systemctl start docker`)"
+
+
+def _where() -> str:
+    return os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+
+
+def _client() -> docker.DockerClient:
+    try:
+        # No version= pin: docker-py negotiates with whatever engine answers.
+        return docker.from_env(timeout=60)
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(f"no Docker engine answers at {_where()}: {START_HINT}") from exc
+
+
+class DockerEngine:
+    def __init__(self, client: docker.DockerClient) -> None:
+        self._client = client
+        self._api = client.api
+
+    @classmethod
+    def from_env(cls) -> DockerEngine:
+        engine = cls(_client())
+        engine.ping()
+        return engine
+
+    # -- engine and images ---------------------------------------------------------------
+
+    def ping(self) -> None:
+        try:
+            self._api.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineUnavailable(
+                f"no Docker engine answers at {_where()}: {START_HINT}"
+            ) from exc
+
+    def require_image(self, ref: str) -> None:
+        try:
+            self._api.inspect_image(ref)
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(
+                f"image {ref!r} is not present locally and reuseport never pulls: "
+                f"build or load it first (e.g. `docker build -t {ref} .`)"
+            ) from None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"cannot inspect image {ref!r}: {exc.explanation}") from exc
+
+    def image_user(self, ref: str) -> str:
+        return self._api.inspect_image(ref).get("Config", {}).get("User") or ""
+
+    def resolve_user(self, ref: str, user: str) -> int | None:
+        """The numeric uid ``user`` (``name`` or ``uid[:gid]``) maps to in ``ref``, if known."""
+        name = user.split(":", 1)[0]
+        if not name or name == "root":
+            return 0
+        if name.isdigit():
+            return int(name)
+        passwd = self._read_file(ref, "/etc/passwd")
+        for line in passwd.splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
+                return int(fields[2])
+        return None
+
+    def _read_file(self, ref: str, path: str) -> str:
+        # A created (never started) container exposes the image's filesystem.
+        container = self._api.create_container(
+            ref, command=["true"], labels={labels.MANAGED: "probe"}
+        )
+        try:
+            stream, _ = self._api.get_archive(container["Id"], path)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.next()
+                handle = tar.extractfile(member) if member else None
+                return handle.read().decode(errors="replace") if handle else ""
+        except docker.errors.NotFound:
+            return ""
+        finally:
+            self._api.remove_container(container["Id"], force=True)
+
+    # -- replicas ------------------------------------------------------------------------
+
+    def replicas(self, service: str | None = None) -> list[Replica]:
+        found = []
+        for summary in self._list(service, labels.ROLE_REPLICA):
+            data = self._inspect(summary["Id"])
+            if data is not None and labels.is_owned(data["Config"].get("Labels")):
+                found.append(_replica(data))
+        return sorted(found, key=lambda r: (r.service, r.index, r.started_at or 0.0))
+
+    def create_replica(self, spec: ServiceSpec, index: int, restarts: int) -> str:
+        host_config = self._api.create_host_config(
+            network_mode="host", init=True, restart_policy={"Name": "no"}
+        )
+        name = f"{spec.name}.{index}.{secrets.token_hex(3)}"
+        try:
+            container = self._api.create_container(
+                spec.image,
+                name=name,
+                environment=spec.replica_env(index),
+                labels=labels.replica_labels(
+                    spec.name, index, spec.spec_hash(), spec.to_json(), restarts
+                ),
+                user=spec.user or "",
+                host_config=host_config,
+                stop_timeout=spec.stop_timeout,
+            )
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(f"image {spec.image!r} is not present locally") from None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"cannot create replica {index}: {exc.explanation}") from exc
+        try:
+            self._api.start(container["Id"])
+        except docker.errors.APIError as exc:
+            self.remove_replica(container["Id"])
+            raise EngineError(f"cannot start replica {index}: {exc.explanation}") from exc
+        return container["Id"]
+
+    def stop_replica(self, container_id: str, timeout: float) -> None:
+        """Graceful stop (SIGTERM, SIGKILL after ``timeout``), then removal."""
+        try:
+            self._api.stop(container_id, timeout=max(0, round(timeout)))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            pass  # already stopping or dead: the forced removal below settles it
+        self.remove_replica(container_id)
+
+    def remove_replica(self, container_id: str) -> None:
+        try:
+            self._api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a removal is already in progress
+                raise EngineError(
+                    f"cannot remove container {container_id[:12]}: {exc.explanation}"
+                ) from exc
+
+    def logs(
+        self, container_id: str, *, follow: bool, tail: int | str = "all", timestamps: bool = False
+    ) -> Iterator[bytes]:
+        try:
+            return self._api.logs(
+                container_id, stream=True, follow=follow, tail=tail, timestamps=timestamps
+            )
+        except docker.errors.NotFound:
+            return iter(())
+
+    def last_log_lines(self, container_id: str, lines: int) -> list[str]:
+        try:
+            raw = self._api.logs(container_id, stream=False, tail=lines)
+        except docker.errors.APIError:
+            return []
+        return [line for line in raw.decode(errors="replace").splitlines() if line.strip()]
+
+    def events(self, service: str) -> Any:
+        # Each stream gets its own client: a stream is closed from another thread.
+        client = _client()
+        return client.api.events(
+            decode=True,
+            filters={"type": "container", "label": labels.filters(service)},
+        )
+
+    # -- supervisors -----------------------------------------------------------------------
+
+    def supervisors(self, service: str | None = None) -> list[SupervisorInfo]:
+        found = []
+        for summary in self._list(service, labels.ROLE_SUPERVISOR):
+            found.append(
+                SupervisorInfo(
+                    id=summary["Id"],
+                    service=summary["Labels"].get(labels.SERVICE, ""),
+                    state=summary.get("State", ""),
+                    spec_hash=summary["Labels"].get(labels.SPEC_HASH, ""),
+                )
+            )
+        return found
+
+    def start_supervisor(self, spec: ServiceSpec, image: str, state_dir: str) -> str:
+        socket = _socket_path()
+        host_config = self._api.create_host_config(
+            network_mode="host",
+            # The host pid namespace lets the supervisor map listening sockets to replicas'
+            # processes through /proc; SYS_PTRACE lets it read their fd tables.
+            pid_mode="host",
+            cap_add=["SYS_PTRACE"],
+            init=True,
+            restart_policy={"Name": "unless-stopped"},
+            binds={
+                socket: {"bind": socket, "mode": "rw"},
+                state_dir: {"bind": state_dir, "mode": "rw"},
+            },
+        )
+        try:
+            container = self._api.create_container(
+                image,
+                name=f"reuseport-supervisor.{spec.name}.{secrets.token_hex(3)}",
+                command=["supervise", spec.name, "--state-dir", state_dir],
+                environment={"DOCKER_HOST": f"unix://{socket}"},
+                labels=labels.supervisor_labels(spec.name, spec.spec_hash()),
+                host_config=host_config,
+                stop_timeout=5,
+            )
+            self._api.start(container["Id"])
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(
+                f"the supervisor image {image!r} is not present: "
+                "build it with `scripts/build-images`"
+            ) from None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"cannot start the supervisor: {exc.explanation}") from exc
+        return container["Id"]
+
+    def remove_supervisor(self, container_id: str, timeout: float) -> None:
+        # `docker stop` counts as a manual stop, so unless-stopped will not bring it back.
+        self.stop_replica(container_id, timeout)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _list(self, service: str | None, role: str) -> list[dict]:
+        try:
+            return self._api.containers(all=True, filters={"label": labels.filters(service, role)})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineUnavailable(f"lost the Docker engine at {_where()}: {exc}") from exc
+
+    def _inspect(self, container_id: str) -> dict | None:
+        try:
+            return self._api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None  # removed between list and inspect
+
+
+def _socket_path() -> str:
+    host = os.environ.get("DOCKER_HOST", "")
+    return host.removeprefix("unix://") if host.startswith("unix://") else DEFAULT_SOCKET
+
+
+def _replica(data: dict) -> Replica:
+    config_labels = data["Config"].get("Labels") or {}
+    state = data.get("State", {})
+    return Replica(
+        id=data["Id"],
+        name=data.get("Name", "").lstrip("/"),
+        service=config_labels.get(labels.SERVICE, ""),
+        index=labels.int_label(config_labels, labels.REPLICA),
+        state=state.get("Status", "unknown"),
+        pid=int(state.get("Pid") or 0),
+        image=data["Config"].get("Image", ""),
+        spec_hash=config_labels.get(labels.SPEC_HASH, ""),
+        spec_json=config_labels.get(labels.SPEC, ""),
+        restarts=labels.int_label(config_labels, labels.RESTARTS),
+        started_at=_epoch(state.get("StartedAt")),
+        exit_code=state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None,
+        oom_killed=bool(state.get("OOMKilled")),
+        error=state.get("Error") or "",
+    )
+
+
+def _epoch(stamp: str | None) -> float | None:
+    if not stamp or stamp.startswith("0001-"):
+        return None
+    # Docker prints nanoseconds; fromisoformat takes at most microseconds.
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    text = f"{head}.{frac[:6]}+00:00" if frac else f"{head}+00:00"
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,77 @@
+"""The one exception tree of reuseport.
+
+Every error a user can cause or meet derives from :class:`ReuseportError` and carries a
+one-line, user-facing message. Only the CLI edge prints them; it maps each class to an
+exit code (``exit_code``) so scripts can tell failures apart.
+"""
+
+from __future__ import annotations
+
+
+class ReuseportError(Exception):
+    """Base of every error reuseport reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidSpec(ReuseportError):
+    """A command-line value or spec field is malformed or out of range."""
+
+    exit_code = 2
+
+
+class EngineError(ReuseportError):
+    """The container engine failed or refused an operation."""
+
+    exit_code = 3
+
+
+class EngineUnavailable(EngineError):
+    """No container engine answers."""
+
+
+class ImageMissing(EngineError):
+    """The image is not present locally (reuseport never pulls)."""
+
+
+class ServiceNotFound(ReuseportError):
+    """No replicas or state exist for the named service."""
+
+    exit_code = 4
+
+
+class PortConflict(ReuseportError):
+    """The port cannot be shared with the replicas."""
+
+    exit_code = 5
+
+
+class PortBusy(PortConflict):
+    """A process that is not one of the service's replicas listens on the port."""
+
+
+class UidMismatch(PortConflict):
+    """Listeners would run under different effective UIDs, so the kernel cannot group them."""
+
+
+class ReusePortMissing(PortConflict):
+    """The app does not set SO_REUSEPORT: only one replica can bind the port."""
+
+
+class SpecConflict(ReuseportError):
+    """Replicas of the service already run with a different spec, or another supervisor owns it."""
+
+    exit_code = 6
+
+
+class ReplicaFailed(ReuseportError):
+    """A replica exited or did not listen in time while the service was being brought up."""
+
+    exit_code = 7

@@ -1,0 +1,403 @@
+"""Kernel-facing reads: who listens on a TCP port, and which processes own those sockets.
+
+Everything here is a pure read of ``/proc``; no function opens (or keeps) a socket, so the
+supervisor can never extend a replica's listener past the replica's life.
+
+Sources:
+
+* ``{proc}/net/tcp`` and ``{proc}/net/tcp6``: one line per socket of the reader's network
+  namespace (host-network containers share it). For a LISTEN socket (state ``0A``) the
+  ``rx_queue`` column is the current accept-queue depth (``sk_ack_backlog``).
+* ``{proc}/PID/fd/*``: symlinks ``socket:[INODE]`` map sockets to the processes holding them.
+* ``{proc}/PID/comm`` and ``{proc}/PID/cgroup``: program name and Docker container id.
+
+Processes that vanish mid-scan, or whose fds we may not read, are skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "Listener",
+    "container_id_of",
+    "listeners",
+    "listening_inodes",
+    "pids_listening",
+    "process_tree",
+]
+
+_TCP_LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One TCP LISTEN socket on the port, with the processes that hold it."""
+
+    inode: int
+    address: str  # "0.0.0.0", "::", "127.0.0.1", "::ffff:127.0.0.1", ...
+    port: int
+    family: str  # "ipv4" | "ipv6"
+    uid: int  # socket owner uid
+    accept_queue: int  # connections waiting for accept()
+    pids: tuple[int, ...]  # processes holding an fd to this socket (empty if unknown)
+    program: str | None  # comm of the first pid
+    container_id: str | None  # 64-hex Docker container id of the first pid
+
+
+# --------------------------------------------------------------------------- /proc/net/tcp*
+
+
+def _decode_address(hex_addr: str) -> str:
+    """Decode the address column of /proc/net/tcp{,6}.
+
+    The kernel prints each 32-bit word of the (network-order) address with ``%08X`` as a
+    host-order integer, so every word has to be re-packed in native byte order.
+    """
+    if len(hex_addr) == 8:
+        return socket.inet_ntop(socket.AF_INET, struct.pack("=I", int(hex_addr, 16)))
+    if len(hex_addr) == 32:
+        words = [int(hex_addr[i : i + 8], 16) for i in range(0, 32, 8)]
+        return socket.inet_ntop(socket.AF_INET6, struct.pack("=4I", *words))
+    raise ValueError(f"unexpected address {hex_addr!r}")
+
+
+def listening_inodes(port: int, proc: str = "/proc") -> dict[int, tuple[str, str, int, int]]:
+    """TCP LISTEN sockets on ``port``: ``inode -> (address, family, uid, accept_queue)``.
+
+    With the default ``proc="/proc"`` the kernel is asked over NETLINK_SOCK_DIAG (what
+    ``ss`` uses): it walks only the listening hash, filtered by port, which costs tens of
+    microseconds, whereas reading /proc/net/tcp walks the whole established hash (ms). If
+    sock_diag is unavailable, or ``proc`` points elsewhere (tests), ``{proc}/net/tcp`` and
+    ``{proc}/net/tcp6`` are parsed instead. Both views are of the caller's network namespace.
+    """
+    if proc == "/proc":
+        try:
+            return _listening_inodes_diag(port)
+        except OSError:
+            pass
+    return _listening_inodes_proc(port, proc)
+
+
+def _listening_inodes_proc(port: int, proc: str) -> dict[int, tuple[str, str, int, int]]:
+    """Parse ``{proc}/net/tcp{,6}``; a missing file (IPv6 disabled) counts as empty."""
+    suffix = f":{port:04X} "
+    result: dict[int, tuple[str, str, int, int]] = {}
+    for name, family in (("tcp", "ipv4"), ("tcp6", "ipv6")):
+        try:
+            with open(os.path.join(proc, "net", name), encoding="ascii") as fh:
+                text = fh.read()
+        except (FileNotFoundError, PermissionError):
+            continue
+        for line in text.splitlines()[1:]:
+            # Cheap pre-filter before splitting: local "ADDR:PORT " followed by remote.
+            if suffix not in line:
+                continue
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+                continue
+            local_addr, _, local_port = fields[1].partition(":")
+            if int(local_port, 16) != port:
+                continue  # the suffix matched the remote address, not the local one
+            inode = int(fields[9])
+            if inode == 0:
+                continue
+            rx_queue = int(fields[4].partition(":")[2], 16)
+            result[inode] = (_decode_address(local_addr), family, int(fields[7]), rx_queue)
+    return result
+
+
+# NETLINK_SOCK_DIAG / inet_diag (linux/sock_diag.h, linux/inet_diag.h, linux/netlink.h).
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 0x1
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_TCP_STATE_LISTEN = 10
+_TCPF_LISTEN = 1 << _TCP_STATE_LISTEN
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+# inet_diag_msg: family, state, timer, retrans, sockid (48 bytes), expires, rqueue, wqueue,
+# uid, inode.
+_DIAG_MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
+
+
+def _diag_request(family: int, port: int, seq: int) -> bytes:
+    # inet_diag_req_v2: family, protocol, ext, pad, states, then inet_diag_sockid: sport and
+    # dport (big endian), src[16], dst[16], if, cookie[2]. A non-zero sport makes the kernel
+    # skip listeners on other ports.
+    body = (
+        struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, _TCPF_LISTEN)
+        + struct.pack(">HH", port, 0)
+        + bytes(32)  # src, dst
+        + bytes(12)  # if, cookie
+    )
+    header = _NLMSGHDR.pack(
+        _NLMSGHDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0
+    )
+    return header + body
+
+
+def _listening_inodes_diag(port: int) -> dict[int, tuple[str, str, int, int]]:
+    """Ask the kernel (sock_diag) for TCP LISTEN sockets on ``port``; OSError if unusable."""
+    result: dict[int, tuple[str, str, int, int]] = {}
+    with socket.socket(
+        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG
+    ) as nl:
+        nl.settimeout(2.0)
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
+            nl.send(_diag_request(family, port, seq))
+            done = False
+            while not done:
+                data = nl.recv(65536)
+                offset = 0
+                while offset + _NLMSGHDR.size <= len(data):
+                    length, mtype, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                    if length < _NLMSGHDR.size:
+                        raise OSError("malformed netlink message")
+                    payload = offset + _NLMSGHDR.size
+                    offset += (length + 3) & ~3
+                    if mseq != seq:
+                        continue
+                    if mtype == _NLMSG_DONE:
+                        done = True
+                        break
+                    if mtype == _NLMSG_ERROR:
+                        (errno,) = struct.unpack_from("=i", data, payload)
+                        if errno == 0:
+                            continue
+                        if -errno == 2 and family == socket.AF_INET6:  # ENOENT: no IPv6
+                            done = True
+                            break
+                        raise OSError(-errno, os.strerror(-errno))
+                    if mtype != _SOCK_DIAG_BY_FAMILY:
+                        continue
+                    msg = _DIAG_MSG.unpack_from(data, payload)
+                    msg_family, state, sport, src = msg[0], msg[1], msg[4], msg[6]
+                    uid, inode, rqueue = msg[13], msg[14], msg[11]
+                    if (
+                        state != _TCP_STATE_LISTEN
+                        or inode == 0
+                        or int.from_bytes(sport, "big") != port
+                    ):
+                        continue
+                    if msg_family == socket.AF_INET:
+                        address, name = socket.inet_ntop(socket.AF_INET, src[:4]), "ipv4"
+                    else:
+                        address, name = socket.inet_ntop(socket.AF_INET6, src), "ipv6"
+                    result[inode] = (address, name, uid, rqueue)
+    return result
+
+
+# --------------------------------------------------------------------------- fd scans
+
+
+def _socket_links(inodes: Iterable[int]) -> dict[str, int]:
+    return {f"socket:[{inode}]": inode for inode in inodes}
+
+
+def _pid_socket_inodes(pid: int, targets: dict[str, int], proc: str) -> set[int]:
+    """Which of ``targets`` (link text -> inode) process ``pid`` holds an fd to."""
+    fd_dir = f"{proc}/{pid}/fd"
+    found: set[int] = set()
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:  # vanished, not ours, not a dir
+        return found
+    for name in names:
+        try:
+            link = os.readlink(f"{fd_dir}/{name}")
+        except OSError:  # fd closed meanwhile, process gone, permission
+            continue
+        inode = targets.get(link)
+        if inode is not None:
+            found.add(inode)
+    return found
+
+
+def _all_pids(proc: str) -> list[int]:
+    try:
+        return [int(n) for n in os.listdir(proc) if n.isdigit()]
+    except OSError:
+        return []
+
+
+def _read_small(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:  # vanished, not ours, not a dir
+        return None
+
+
+def _comm(pid: int, proc: str) -> str | None:
+    text = _read_small(f"{proc}/{pid}/comm")
+    if text is None:
+        return None
+    return text.rstrip("\n") or None
+
+
+def listeners(port: int, proc: str = "/proc") -> list[Listener]:
+    """Every TCP LISTEN socket on ``port`` with its owner processes, program and container.
+
+    Scans the fd tables of all processes in ``proc``, so it costs more than
+    :func:`pids_listening`; use that one in tight polling loops. Sorted by inode.
+    """
+    sockets = listening_inodes(port, proc)
+    if not sockets:
+        return []
+    targets = _socket_links(sockets)
+    owners: dict[int, list[int]] = {inode: [] for inode in sockets}
+    for pid in _all_pids(proc):
+        for inode in _pid_socket_inodes(pid, targets, proc):
+            owners[inode].append(pid)
+
+    result: list[Listener] = []
+    for inode in sorted(sockets):
+        address, family, uid, queue = sockets[inode]
+        pids = tuple(sorted(owners[inode]))
+        program = container = None
+        if pids:
+            program = _comm(pids[0], proc)
+            container = container_id_of(pids[0], proc)
+        result.append(
+            Listener(
+                inode=inode,
+                address=address,
+                port=port,
+                family=family,
+                uid=uid,
+                accept_queue=queue,
+                pids=pids,
+                program=program,
+                container_id=container,
+            )
+        )
+    return result
+
+
+def pids_listening(port: int, pids: Iterable[int], proc: str = "/proc") -> set[int]:
+    """Which of ``pids`` hold an fd to a TCP LISTEN socket on ``port``.
+
+    Reads the socket tables once, then only the given processes' fd directories: cheap
+    enough to poll every few milliseconds. Vanished or unreadable pids are not returned.
+    """
+    sockets = listening_inodes(port, proc)
+    if not sockets:
+        return set()
+    targets = _socket_links(sockets)
+    return {pid for pid in set(pids) if _pid_socket_inodes(pid, targets, proc)}
+
+
+# --------------------------------------------------------------------------- containers
+
+# Docker-specific shapes, most specific first. The last match on a line wins, so nested
+# Docker (".../docker/<outer>/docker/<inner>") yields the innermost container.
+_DOCKER_ID = re.compile(r"(?:/docker/|docker-)([0-9a-f]{64})(?![0-9a-f])")
+# Any standalone 64-hex path component (cgroup v2 layouts, e.g. "0::/.../<id>").
+_ANY_ID = re.compile(r"(?<![0-9a-f])([0-9a-f]{64})(?![0-9a-f])")
+
+
+def container_id_of(pid: int, proc: str = "/proc") -> str | None:
+    """The 64-hex Docker container id of ``pid`` from ``{proc}/PID/cgroup``, else None.
+
+    Understands cgroupfs paths (``/docker/<id>``), the systemd driver
+    (``/system.slice/docker-<id>.scope``) and cgroup v2 (``0::/...<id>...``). Docker-shaped
+    paths are preferred; otherwise any standalone 64-hex path component is taken.
+    """
+    text = _read_small(f"{proc}/{pid}/cgroup")
+    if not text:
+        return None
+    paths = [line.split(":", 2)[2] for line in text.splitlines() if line.count(":") >= 2]
+    for pattern in (_DOCKER_ID, _ANY_ID):
+        for path in paths:
+            matches = pattern.findall(path)
+            if matches:
+                return matches[-1]
+    return None
+
+
+# --------------------------------------------------------------------------- process tree
+
+
+def _stat_ppid(stat: str) -> int | None:
+    # "pid (comm) state ppid ..."; comm may contain spaces and parentheses.
+    rest = stat[stat.rfind(")") + 2 :].split(" ", 2)
+    try:
+        return int(rest[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _children_via_task(pid: int, proc: str) -> list[int] | None:
+    """Children of ``pid`` from ``task/*/children`` (CONFIG_PROC_CHILDREN), or None if absent."""
+    try:
+        tids = os.listdir(f"{proc}/{pid}/task")
+    except OSError:
+        # Process gone: no children. Process there but no task dir: no such interface.
+        return None if os.path.isdir(f"{proc}/{pid}") else []
+    children: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"{proc}/{pid}/task/{tid}/children", encoding="ascii") as fh:
+                children.extend(int(c) for c in fh.read().split())
+        except FileNotFoundError:
+            if not os.path.isdir(f"{proc}/{pid}/task/{tid}"):
+                continue  # thread exited
+            return None  # kernel without CONFIG_PROC_CHILDREN
+        except OSError:
+            continue
+    return children
+
+
+def process_tree(root_pid: int, proc: str = "/proc") -> list[int]:
+    """``root_pid`` followed by all its descendants (breadth first).
+
+    Empty if the root is gone; descendants that vanish during the walk are skipped.
+    """
+    if not os.path.isdir(f"{proc}/{root_pid}"):
+        return []
+
+    tree = [root_pid]
+    seen = {root_pid}
+    via_task = _children_via_task(root_pid, proc)
+    if via_task is not None:
+        queue = list(via_task)
+        while queue:
+            pid = queue.pop(0)
+            if pid in seen:
+                continue
+            kids = _children_via_task(pid, proc)
+            if kids is None:  # inconsistent kernel view: fall back to the full scan
+                break
+            if os.path.isdir(f"{proc}/{pid}"):
+                seen.add(pid)
+                tree.append(pid)
+                queue.extend(kids)
+        else:
+            return tree
+
+    # Fallback: one pass over every process's stat to build a ppid -> children map.
+    by_parent: dict[int, list[int]] = {}
+    for pid in _all_pids(proc):
+        stat = _read_small(f"{proc}/{pid}/stat")
+        if stat is None:
+            continue
+        ppid = _stat_ppid(stat)
+        if ppid is not None:
+            by_parent.setdefault(ppid, []).append(pid)
+    tree = [root_pid]
+    seen = {root_pid}
+    index = 0
+    while index < len(tree):
+        for child in sorted(by_parent.get(tree[index], ())):
+            if child not in seen:
+                seen.add(child)
+                tree.append(child)
+        index += 1
+    return tree

@@ -1,0 +1,220 @@
+"""The operations behind the commands: up, down, scale, status. No printing here:
+progress goes through callbacks, failures raise from the error tree."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import psutil
+
+from reuseport import preflight, probe
+from reuseport.engine.base import Engine, Replica, SupervisorInfo
+from reuseport.errors import ReplicaFailed, ReuseportError, ServiceNotFound, SpecConflict
+from reuseport.spec import ServiceSpec, differences
+from reuseport.store import StateStore
+from reuseport.supervisor import Notify, Snapshot, Supervisor
+from reuseport.view import ServiceView, replica_rows
+
+SUPERVISOR_IMAGE = "reuseport:latest"
+STALE_HEARTBEAT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Started:
+    supervisor: Supervisor
+    adopted: tuple[str, ...]  # container ids that were running before `up`
+
+
+def foreground_supervisor_pid(store: StateStore, name: str) -> int | None:
+    """The pid of a live foreground supervisor of ``name`` (from its status file), if any."""
+    status = store.load_status(name)
+    info = status.get("supervisor") or {}
+    pid = info.get("pid")
+    if status.get("mode") != "foreground" or not isinstance(pid, int):
+        return None
+    if time.time() - float(info.get("heartbeat", 0)) > STALE_HEARTBEAT_S:
+        return None
+    return pid if psutil.pid_exists(pid) and pid != os.getpid() else None
+
+
+def live_supervisors(engine: Engine, name: str) -> list[SupervisorInfo]:
+    return [s for s in engine.supervisors(name) if s.running]
+
+
+def start(
+    spec: ServiceSpec,
+    engine: Engine,
+    store: StateStore,
+    *,
+    detach: bool,
+    ready_timeout_s: float,
+    notify: Notify,
+    progress: Callable[[Snapshot], None],
+) -> Started:
+    """Validate, adopt or create, and wait until every replica listens."""
+    engine.require_image(spec.image)
+    if detach:
+        engine.require_image(SUPERVISOR_IMAGE)
+    existing = engine.replicas(spec.name)
+    _refuse_other_spec(spec, existing)
+    detached = live_supervisors(engine, spec.name)
+    foreground = foreground_supervisor_pid(store, spec.name)
+    if foreground is not None or (detached and not detach):
+        owner = f"pid {foreground}" if foreground else f"container {detached[0].id[:12]}"
+        raise SpecConflict(
+            f"{spec.name!r} is already supervised by {owner}; use `reuseport ps|scale|logs|down "
+            f"{spec.name}`"
+        )
+    adopted = tuple(r.id for r in existing if r.running)
+    preflight.check_port(engine, spec, {r.id for r in existing})
+    store.save_spec(spec)
+    supervisor = Supervisor(
+        spec, engine, store, mode="detached" if detach else "foreground", notify=notify
+    )
+    try:
+        supervisor.bring_up(ready_timeout_s, progress)
+        if detach and not detached:
+            engine.start_supervisor(spec, SUPERVISOR_IMAGE, str(store.root.resolve()))
+    except BaseException:
+        # Leave nothing behind: remove what this `up` created; adopted replicas stay.
+        for replica in engine.replicas(spec.name):
+            if replica.id not in adopted:
+                engine.remove_replica(replica.id)
+        if not adopted:
+            store.forget(spec.name)
+        raise
+    return Started(supervisor, adopted)
+
+
+def _refuse_other_spec(spec: ServiceSpec, existing: list[Replica]) -> None:
+    for replica in existing:
+        if replica.spec_hash == spec.spec_hash():
+            continue
+        try:
+            diff = differences(ServiceSpec.from_json(replica.spec_json), spec)
+        except ReuseportError:
+            diff = ["the running replicas carry an unreadable spec"]
+        raise SpecConflict(
+            f"{spec.name!r} already runs with a different spec ({'; '.join(diff)}): run "
+            f"`reuseport down {spec.name}` first, or choose another --name"
+        )
+
+
+def stop_all(engine: Engine, replicas: list[Replica], timeout_s: float) -> None:
+    """Graceful stop (SIGTERM, SIGKILL after the timeout) and removal, all in parallel."""
+    if not replicas:
+        return
+    with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
+        for future in [pool.submit(engine.stop_replica, r.id, timeout_s) for r in replicas]:
+            future.result()
+
+
+def down(name: str, engine: Engine, store: StateStore, notify: Notify) -> int:
+    """Stop supervising first (so nothing is re-created), then drain and remove replicas."""
+    spec = store.load_spec(name)
+    replicas = engine.replicas(name)
+    supervisors = engine.supervisors(name)
+    foreground = foreground_supervisor_pid(store, name)
+    if spec is None and not replicas and not supervisors:
+        raise ServiceNotFound(f"no service named {name!r} (see `reuseport ps`)")
+    store.forget(name)  # a supervisor that sees its spec gone stops creating replicas
+    for info in supervisors:
+        notify(f"stopping supervisor {info.id[:12]}")
+        engine.remove_supervisor(info.id, timeout=5)
+    if foreground is not None:
+        _wait_gone(foreground, timeout_s=5.0)
+    timeout = spec.stop_timeout if spec else 10
+    replicas = engine.replicas(name)  # re-list: a supervisor may have replaced one meanwhile
+    notify(f"stopping {len(replicas)} replicas of {name} (stop timeout {timeout}s)")
+    stop_all(engine, replicas, timeout)
+    store.forget(name)
+    return len(replicas)
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if psutil.pid_exists(pid):
+        os.kill(pid, signal.SIGTERM)
+
+
+def scale(name: str, replicas: int, engine: Engine, store: StateStore) -> ServiceSpec:
+    spec = store.load_spec(name)
+    if spec is None:
+        raise ServiceNotFound(f"no service named {name!r} is up (see `reuseport ps`)")
+    if not live_supervisors(engine, name) and foreground_supervisor_pid(store, name) is None:
+        raise ServiceNotFound(
+            f"{name!r} has no running supervisor to converge it; run `reuseport up` with the "
+            "same spec to adopt its replicas"
+        )
+    scaled = spec.with_replicas(replicas)
+    store.save_spec(scaled)
+    return scaled
+
+
+def wait_converged(
+    name: str,
+    engine: Engine,
+    store: StateStore,
+    timeout_s: float,
+    progress: Callable[[ServiceView], None],
+) -> ServiceView:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        view = service_view(name, engine, store)
+        progress(view)
+        running = [row for row in view.rows if row.container_id and row.state == "running"]
+        if view.ready == view.desired and len(running) == view.desired:
+            return view
+        if time.monotonic() > deadline:
+            raise ReplicaFailed(
+                f"{name!r} did not converge within {timeout_s:g}s: {view.ready}/{view.desired} "
+                f"listening (see `reuseport ps {name}` and `reuseport logs {name}`)"
+            )
+        time.sleep(0.1)
+
+
+def service_names(engine: Engine, store: StateStore) -> list[str]:
+    names = {r.service for r in engine.replicas()} | set(store.names())
+    names |= {s.service for s in engine.supervisors()}
+    return sorted(names)
+
+
+def service_view(name: str, engine: Engine, store: StateStore) -> ServiceView:
+    spec = store.load_spec(name)
+    replicas = engine.replicas(name)
+    if spec is None and replicas:
+        try:
+            spec = ServiceSpec.from_json(replicas[0].spec_json)
+        except ReuseportError:
+            spec = None
+    port = spec.port if spec else None
+    listening = probe.listening_pids(port, replicas) if port else {}
+    status = store.load_status(name)
+    desired = status.get("desired") if isinstance(status.get("desired"), int) else None
+    if store.load_spec(name) is not None:
+        desired = store.load_spec(name).replicas  # type: ignore[union-attr]
+    rows = replica_rows(
+        name,
+        spec.image if spec else "",
+        replicas,
+        listening,
+        status.get("slots", {}),
+        desired,
+        time.time(),
+    )
+    return ServiceView(name, port, desired, tuple(rows), _supervisor_text(engine, store, name))
+
+
+def _supervisor_text(engine: Engine, store: StateStore, name: str) -> str:
+    detached = live_supervisors(engine, name)
+    if detached:
+        return f"detached (container {detached[0].id[:12]})"
+    pid = foreground_supervisor_pid(store, name)
+    return f"foreground (pid {pid})" if pid else "none"

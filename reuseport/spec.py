@@ -1,0 +1,162 @@
+"""What the user wants: a frozen, validated description of one service.
+
+``ServiceSpec`` is pure data. Validation lives here and raises :class:`InvalidSpec` with a
+one-line message naming the bad value. ``spec_hash`` covers only the container template
+(image, port, env, user): changing the replica count or supervision settings never
+restarts a replica, while any template change is a different spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+
+from reuseport.errors import InvalidSpec
+
+MIN_REPLICAS = 1
+MAX_REPLICAS = 256
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_USER_RE = re.compile(r"^([a-z_][a-z0-9_-]*|\d+)(:([a-z_][a-z0-9_-]*|\d+))?$")
+# Variables the tool sets itself; letting -e override them would break the contract.
+RESERVED_ENV = frozenset({"PORT", "REPLICA"})
+TEMPLATE_FIELDS = ("image", "port", "env", "user")
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """Crash-loop backoff: the first restart is immediate, later ones wait
+    ``initial * 2**(n-2)`` seconds up to ``maximum``; a replica that has listened for
+    ``reset_after`` seconds is forgiven its failures."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    reset_after: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum:
+            raise InvalidSpec(
+                f"backoff must satisfy 0 < initial ({self.initial}) <= maximum ({self.maximum})"
+            )
+        if self.reset_after <= 0:
+            raise InvalidSpec(f"backoff reset must be > 0 seconds, got {self.reset_after}")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    image: str
+    replicas: int = 2
+    port: int = 8080
+    env: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    stop_timeout: int = 10
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        if not self.image or any(c.isspace() for c in self.image):
+            raise InvalidSpec(f"invalid image reference {self.image!r}")
+        validate_replicas(self.replicas)
+        if not 1 <= self.port <= 65535:
+            raise InvalidSpec(f"port must be between 1 and 65535, got {self.port}")
+        if self.user is not None and not _USER_RE.match(self.user):
+            raise InvalidSpec(f"--user must be UID[:GID] or a user name, got {self.user!r}")
+        if not 0 <= self.stop_timeout <= 3600:
+            raise InvalidSpec(f"stop timeout must be 0-3600 seconds, got {self.stop_timeout}")
+        for key, _ in self.env:
+            if key in RESERVED_ENV:
+                raise InvalidSpec(f"-e {key}=... is reserved: reuseport sets {key} itself")
+
+    def with_replicas(self, replicas: int) -> ServiceSpec:
+        return replace(self, replicas=replicas)
+
+    def replica_env(self, index: int) -> dict[str, str]:
+        env = dict(self.env)
+        env["PORT"] = str(self.port)
+        env["REPLICA"] = str(index)
+        return env
+
+    def template(self) -> dict[str, object]:
+        return {
+            "image": self.image,
+            "port": self.port,
+            "env": [list(pair) for pair in self.env],
+            "user": self.user,
+        }
+
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.template(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServiceSpec:
+        try:
+            data = json.loads(text)
+            data["env"] = tuple(tuple(pair) for pair in data.get("env", ()))
+            data["backoff"] = BackoffPolicy(**data.get("backoff", {}))
+            return cls(**data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidSpec(f"stored spec is unreadable: {exc}") from exc
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise InvalidSpec(
+            f"invalid service name {name!r}: use letters, digits, '_', '.', '-' "
+            "(start with a letter or digit, at most 63 characters)"
+        )
+    return name
+
+
+def validate_replicas(replicas: int) -> int:
+    if not MIN_REPLICAS <= replicas <= MAX_REPLICAS:
+        raise InvalidSpec(
+            f"replicas must be between {MIN_REPLICAS} and {MAX_REPLICAS}, got {replicas}"
+        )
+    return replicas
+
+
+def parse_env(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """Parse ``KEY=VAL`` pairs; later keys override earlier ones like ``docker run -e``."""
+    parsed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not _ENV_KEY_RE.match(key):
+            raise InvalidSpec(
+                f"malformed -e {item!r}: expected KEY=VALUE with KEY like [A-Za-z_][A-Za-z0-9_]*"
+            )
+        parsed[key] = value
+    return tuple(sorted(parsed.items()))
+
+
+def default_name(image: str) -> str:
+    """The service name ``up`` uses without --name: the image's repository name."""
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    repo = last.split(":", 1)[0]
+    return validate_name(repo)
+
+
+def differences(running: ServiceSpec, wanted: ServiceSpec) -> list[str]:
+    """Human-readable template differences, e.g. ``image: a:1 -> a:2``."""
+    old, new = running.template(), wanted.template()
+    return [
+        f"{key}: {_show(old[key])} -> {_show(new[key])}"
+        for key in TEMPLATE_FIELDS
+        if old[key] != new[key]
+    ]
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "(image default)"
+    if isinstance(value, list):
+        return " ".join(f"{k}={v}" for k, v in value) or "(none)"
+    return str(value)

@@ -1,0 +1,349 @@
+"""The reconcile loop: wake on events or a resync tick, observe, plan, apply.
+
+One thread runs the loop; one thread turns the engine's event stream into wake-ups (events
+are wake-ups, never the source of truth: every pass re-lists containers by label). While a
+replica has been started but does not listen yet the loop polls the kernel every
+``POLL_S`` so a replacement is seen the moment it listens. Clock, engine, store and
+readiness probe are injectable so tests can replay scripted histories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from reuseport import controller, probe
+from reuseport.backoff import BackoffBook
+from reuseport.controller import Create, Fail, Observed, Remove, Wait
+from reuseport.engine.base import Engine, Replica
+from reuseport.errors import EngineError, ReplicaFailed, ReusePortMissing
+from reuseport.spec import ServiceSpec
+from reuseport.store import StateStore
+
+POLL_S = 0.02  # kernel polling period while a replica is starting
+HEARTBEAT_S = 1.0  # the status file is rewritten at least this often
+WAKE_ACTIONS = frozenset({"die", "oom", "destroy", "start", "stop", "kill"})
+BIND_CONFLICT_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
+
+Probe = Callable[[int, list[Replica]], dict[str, int]]
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the supervisor knows after one pass (for the live table and status file)."""
+
+    spec: ServiceSpec
+    replicas: tuple[Replica, ...]
+    listening: dict[str, int]  # container id -> listening host pid
+    waiting: dict[int, float]  # index -> seconds until the next attempt
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for r in self.replicas if r.id in self.listening)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        engine: Engine,
+        store: StateStore,
+        *,
+        mode: str = "foreground",
+        resync_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        readiness: Probe = probe.listening_pids,
+        notify: Notify = lambda message: None,
+    ) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.store = store
+        self.mode = mode
+        self.resync_s = resync_s
+        self.clock = clock
+        self.wall = wall
+        self.readiness = readiness
+        self.notify = notify
+        self.book = BackoffBook(spec.backoff)
+        self.snapshot = Snapshot(spec, (), {}, {})
+        self.wakeups: queue.Queue[Any] = queue.Queue()
+        self.stopping = threading.Event()
+        self._replicas: list[Replica] = []
+        self._stale = True
+        self._removing: set[str] = set()
+        self._removals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="remove")
+        self._stream: Any = None
+        self._spec_mtime = 0.0
+        self._ever_ready: set[str] = set()
+        self._strict = False
+        self._published: dict[str, Any] = {}
+        self._published_at = 0.0
+
+    # -- one pass ----------------------------------------------------------------------
+
+    def reconcile(self) -> Snapshot:
+        if self._stale:
+            self._stale = False
+            self._replicas = [
+                r for r in self.engine.replicas(self.spec.name) if r.id not in self._removing
+            ]
+        now = self.clock()
+        listening = self.readiness(self.spec.port, self._replicas)
+        observed = []
+        for replica in self._replicas:
+            slot = self.book.slot(replica.index)
+            # An adopted replica carries its restart count in a label.
+            slot.restarts = max(slot.restarts, replica.restarts)
+            ready = replica.id in listening
+            if ready:
+                self._ever_ready.add(replica.id)
+                self.book.record_ready(replica.index, now)
+            elif replica.running:
+                self.book.record_not_ready(replica.index)
+            observed.append(
+                Observed(
+                    replica.id,
+                    replica.index,
+                    replica.running,
+                    ready,
+                    replica.started_at or 0.0,
+                    replica.exit_reason(),
+                )
+            )
+        actions = controller.plan(
+            self.spec.replicas, observed, self.book.slots, self.spec.backoff, now
+        )
+        self._apply(actions, now)
+        waiting = {a.index: max(0.0, a.until - now) for a in actions if isinstance(a, Wait)}
+        self.snapshot = Snapshot(self.spec, tuple(self._replicas), listening, waiting)
+        return self.snapshot
+
+    def _apply(self, actions: list[controller.Action], now: float) -> None:
+        # Order for speed: count deaths, start replacements, then clean up the dead.
+        for action in actions:
+            if isinstance(action, Fail):
+                self._record_failure(action, now)
+        for action in actions:
+            if isinstance(action, Create):
+                self._create(action.index, now)
+        for action in actions:
+            if isinstance(action, Remove):
+                self._remove(action)
+        for index in [i for i in self.book.slots if i > self.spec.replicas]:
+            self.book.forget(index)
+
+    def _record_failure(self, action: Fail, now: float) -> None:
+        reason = action.reason
+        if action.container_id not in self._ever_ready and self._bind_conflict(action.container_id):
+            reason = (
+                f"cannot bind port {self.spec.port} beside its siblings: the app must set "
+                "SO_REUSEPORT on its listening socket"
+            )
+            if self._strict:
+                raise ReusePortMissing(
+                    f"replica {action.index} exited because port {self.spec.port} is held by a "
+                    "sibling: the app must set SO_REUSEPORT on its listening socket before bind()"
+                )
+        elif self._strict and action.container_id not in self._ever_ready:
+            tail = self.engine.last_log_lines(action.container_id, 1)
+            said = f"; last log line: {tail[-1].strip()}" if tail else ""
+            raise ReplicaFailed(
+                f"replica {action.index} {reason} before listening on port {self.spec.port}{said}"
+            )
+        slot = self.book.slot(action.index)
+        first = action.container_id not in slot.counted
+        retry_at = self.book.record_failure(action.index, action.container_id, reason, now)
+        if first:
+            delay = retry_at - now
+            when = "replacing it now" if delay <= 0 else f"retrying in {delay:.1f}s"
+            self.notify(f"replica {action.index} {reason}; {when}")
+
+    def _bind_conflict(self, container_id: str) -> bool:
+        siblings_listen = any(
+            r.id != container_id for r in self._replicas if r.id in self._ever_ready
+        )
+        if not siblings_listen:
+            return False
+        text = " ".join(self.engine.last_log_lines(container_id, 20)).lower()
+        return any(marker in text for marker in BIND_CONFLICT_MARKERS)
+
+    def _create(self, index: int, now: float) -> None:
+        slot = self.book.slot(index)
+        try:
+            self.engine.create_replica(self.spec, index, slot.restarts)
+        except EngineError as exc:
+            if self._strict:
+                raise
+            # Treat a failed creation like a death so backoff applies, not a hot loop.
+            self.book.record_failure(index, f"create-failure-{now}", str(exc), now)
+            self.notify(f"replica {index}: {exc}")
+        self._stale = True
+
+    def _remove(self, action: Remove) -> None:
+        if not action.graceful:
+            self.engine.remove_replica(action.container_id)
+            self._stale = True
+            return
+        self._removing.add(action.container_id)
+        self.notify(f"stopping surplus replica {action.index} ({action.container_id[:12]})")
+        future = self._removals.submit(
+            self.engine.stop_replica, action.container_id, self.spec.stop_timeout
+        )
+        future.add_done_callback(lambda _: self._removed(action.container_id))
+        self._stale = True
+
+    def _removed(self, container_id: str) -> None:
+        self._removing.discard(container_id)
+        self.wakeups.put("removed")
+
+    # -- bring-up and the loop ------------------------------------------------------------
+
+    def bring_up(
+        self, timeout_s: float, progress: Callable[[Snapshot], None] = lambda s: None
+    ) -> Snapshot:
+        """Create what is missing and wait until every replica listens. Any replica that
+        dies before listening fails the bring-up (the caller tears down)."""
+        self._strict = True
+        try:
+            deadline = self.clock() + timeout_s
+            while True:
+                snapshot = self.reconcile()
+                progress(snapshot)
+                if (
+                    snapshot.ready == self.spec.replicas
+                    and len(snapshot.replicas) == self.spec.replicas
+                ):
+                    return snapshot
+                if self.clock() > deadline:
+                    missing = sorted(
+                        r.index for r in snapshot.replicas if r.id not in snapshot.listening
+                    )
+                    raise ReplicaFailed(
+                        f"replicas {missing} did not listen on port {self.spec.port} within "
+                        f"{timeout_s:g}s (does the app bind the PORT it is given?)"
+                    )
+                time.sleep(POLL_S)
+        finally:
+            self._strict = False
+
+    def run(self) -> str:
+        """Supervise until stopped; returns why: 'stopped' or 'removed' (spec file gone)."""
+        watcher = threading.Thread(target=self._watch, name="events", daemon=True)
+        watcher.start()
+        next_resync = 0.0
+        try:
+            while not self.stopping.is_set():
+                now = self.clock()
+                if now >= next_resync:
+                    next_resync = now + self.resync_s
+                    self._stale = True
+                if not self._reload_spec():
+                    return "removed"
+                snapshot = self.reconcile()
+                self._publish(snapshot)
+                self._sleep(self._next_wake(snapshot, next_resync))
+            return "stopped"
+        finally:
+            self.stopping.set()
+            self._close_stream()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakeups.put("stop")
+        self._close_stream()
+
+    def drain(self) -> None:
+        """Gracefully stop and remove every replica in parallel (after supervision ended)."""
+        self._removals.shutdown(wait=True)
+        replicas = self.engine.replicas(self.spec.name)
+        with ThreadPoolExecutor(max_workers=max(1, len(replicas))) as pool:
+            for replica in replicas:
+                pool.submit(self.engine.stop_replica, replica.id, self.spec.stop_timeout)
+
+    def _next_wake(self, snapshot: Snapshot, next_resync: float) -> float:
+        now = self.clock()
+        starting = any(r.running and r.id not in snapshot.listening for r in snapshot.replicas)
+        if starting or len(snapshot.replicas) < self.spec.replicas and not snapshot.waiting:
+            return POLL_S
+        wake = next_resync - now
+        if snapshot.waiting:
+            wake = min(wake, min(snapshot.waiting.values()))
+        return max(POLL_S, wake)
+
+    def _sleep(self, seconds: float) -> None:
+        try:
+            self.wakeups.get(timeout=seconds)
+        except queue.Empty:
+            return
+        self._stale = True
+        while True:  # coalesce a burst of events into one pass
+            try:
+                self.wakeups.get_nowait()
+            except queue.Empty:
+                return
+
+    def _reload_spec(self) -> bool:
+        path = self.store.root / f"{self.spec.name}.spec.json"
+        try:
+            mtime = os.stat(path).st_mtime
+        except FileNotFoundError:
+            return False
+        if mtime != self._spec_mtime:
+            self._spec_mtime = mtime
+            stored = self.store.load_spec(self.spec.name)
+            if stored is None:
+                return False
+            if stored.replicas != self.spec.replicas:
+                self.notify(
+                    f"scaling {self.spec.name} from {self.spec.replicas} to {stored.replicas}"
+                )
+            self.spec = self.spec.with_replicas(stored.replicas)
+        return True
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._stream = self.engine.events(self.spec.name)
+                for event in self._stream:
+                    if event.get("Action", "").split(":")[0] in WAKE_ACTIONS:
+                        self.wakeups.put(event)
+            except Exception:  # noqa: BLE001 - a broken stream is retried; resync covers the gap
+                pass
+            if not self.stopping.is_set():
+                self.wakeups.put("reconnect")
+                self.stopping.wait(1.0)
+
+    def _close_stream(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(Exception):  # closing a dead stream is harmless
+                stream.close()
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        now, wall = self.clock(), self.wall()
+        slots = {
+            str(index): {
+                "restarts": slot.restarts,
+                "failures": slot.failures,
+                "last_error": slot.last_error,
+                "retry_at": wall + (slot.retry_at - now) if slot.retry_at > now else None,
+            }
+            for index, slot in self.book.slots.items()
+        }
+        status = {"mode": self.mode, "desired": self.spec.replicas, "slots": slots}
+        # The loop polls every few ms while replicas start: write only on change or heartbeat.
+        if status == self._published and wall - self._published_at < HEARTBEAT_S:
+            return
+        self._published, self._published_at = status, wall
+        self.store.save_status(
+            self.spec.name, {**status, "supervisor": {"pid": os.getpid(), "heartbeat": wall}}
+        )

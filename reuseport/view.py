@@ -1,0 +1,105 @@
+"""One row per replica, built the same way for `ps`, `ps --json` and the live table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from reuseport.engine.base import Replica
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    service: str
+    replica: int
+    container_id: str | None
+    state: str
+    listening: bool
+    pid: int | None
+    restarts: int
+    uptime_s: float | None
+    image: str
+    retry_in_s: float | None = None
+    last_error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    port: int | None
+    desired: int | None
+    rows: tuple[ReplicaRow, ...]
+    supervisor: str  # human description: "detached (container abc)", "foreground (pid 12)", "none"
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for row in self.rows if row.listening)
+
+
+def replica_rows(
+    service: str,
+    image: str,
+    replicas: Sequence[Replica],
+    listening: Mapping[str, int],
+    slots: Mapping[str, Mapping[str, Any]],
+    desired: int | None,
+    now: float,
+) -> list[ReplicaRow]:
+    """Rows for running/dead containers plus one for each wanted index that has none
+    (in backoff, or not created yet)."""
+    rows = []
+    for replica in replicas:
+        slot = slots.get(str(replica.index), {})
+        rows.append(
+            ReplicaRow(
+                service=service,
+                replica=replica.index,
+                container_id=replica.short_id,
+                state=replica.state,
+                listening=replica.id in listening,
+                pid=listening.get(replica.id) or (replica.pid or None),
+                restarts=max(replica.restarts, int(slot.get("restarts", 0))),
+                uptime_s=round(now - replica.started_at, 1)
+                if replica.running and replica.started_at
+                else None,
+                image=replica.image,
+                last_error=str(slot.get("last_error") or ""),
+            )
+        )
+    present = {r.index for r in replicas if r.running}
+    for index in range(1, (desired or 0) + 1):
+        if index in present:
+            continue
+        slot = slots.get(str(index), {})
+        retry_at = slot.get("retry_at")
+        rows.append(
+            ReplicaRow(
+                service=service,
+                replica=index,
+                container_id=None,
+                state="backoff" if retry_at else "pending",
+                listening=False,
+                pid=None,
+                restarts=int(slot.get("restarts", 0)),
+                uptime_s=None,
+                image=image,
+                retry_in_s=round(max(0.0, retry_at - now), 1) if retry_at else None,
+                last_error=str(slot.get("last_error") or ""),
+            )
+        )
+    return sorted(rows, key=lambda row: (row.replica, row.state != "running"))
+
+
+def format_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
