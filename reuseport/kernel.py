@@ -1,13 +1,15 @@
 """Kernel-facing reads: who listens on a TCP port, and which processes own those sockets.
 
-Everything here is a pure read of ``/proc``; no function opens (or keeps) a socket, so the
-supervisor can never extend a replica's listener past the replica's life.
+Everything here is a pure read. Nothing here ever opens, duplicates or keeps a replica's
+socket, so the supervisor can never extend a listener past its replica's life. The only
+socket used is a short-lived NETLINK_SOCK_DIAG query socket, closed before returning.
 
 Sources:
 
-* ``{proc}/net/tcp`` and ``{proc}/net/tcp6``: one line per socket of the reader's network
-  namespace (host-network containers share it). For a LISTEN socket (state ``0A``) the
-  ``rx_queue`` column is the current accept-queue depth (``sk_ack_backlog``).
+* NETLINK_SOCK_DIAG (what ``ss`` uses), or as a fallback ``{proc}/net/tcp`` and
+  ``{proc}/net/tcp6``: the TCP sockets of the reader's network namespace (host-network
+  containers share it). For a LISTEN socket the receive queue (``rx_queue``) is the current
+  accept-queue depth (``sk_ack_backlog``).
 * ``{proc}/PID/fd/*``: symlinks ``socket:[INODE]`` map sockets to the processes holding them.
 * ``{proc}/PID/comm`` and ``{proc}/PID/cgroup``: program name and Docker container id.
 

@@ -60,6 +60,7 @@ class Supervisor:
         mode: str = "foreground",
         resync_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         wall: Callable[[], float] = time.time,
         readiness: Probe = probe.listening_pids,
         notify: Notify = lambda message: None,
@@ -70,6 +71,7 @@ class Supervisor:
         self.mode = mode
         self.resync_s = resync_s
         self.clock = clock
+        self.sleep = sleep
         self.wall = wall
         self.readiness = readiness
         self.notify = notify
@@ -231,7 +233,7 @@ class Supervisor:
                         f"replicas {missing} did not listen on port {self.spec.port} within "
                         f"{timeout_s:g}s (does the app bind the PORT it is given?)"
                     )
-                time.sleep(POLL_S)
+                self.sleep(POLL_S)
         finally:
             self._strict = False
 

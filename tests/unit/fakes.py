@@ -1,0 +1,116 @@
+"""An in-memory engine and clock for replaying supervisor histories without Docker."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+
+from reuseport.engine.base import Replica, SupervisorInfo
+from reuseport.spec import ServiceSpec
+
+
+class FakeClock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeEngine:
+    """Containers start running at once; the fake probe says which listen."""
+
+    containers: dict[str, Replica] = field(default_factory=dict)
+    log_lines: dict[str, list[str]] = field(default_factory=dict)
+    created: list[tuple[int, float]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    clock: FakeClock = field(default_factory=FakeClock)
+    crash_on_start: bool = False  # every new container dies before listening
+    crash_log: str = "Traceback: boom"
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def ping(self) -> None: ...
+
+    def require_image(self, ref: str) -> None: ...
+
+    def image_user(self, ref: str) -> str:
+        return ""
+
+    def resolve_user(self, ref: str, user: str) -> int | None:
+        return 0
+
+    def replicas(self, service: str | None = None) -> list[Replica]:
+        return [r for r in self.containers.values() if service in (None, r.service)]
+
+    def create_replica(self, spec: ServiceSpec, index: int, restarts: int) -> str:
+        number = next(self._ids)
+        cid = f"{number:064x}"
+        self.created.append((index, self.clock()))
+        replica = Replica(
+            id=cid,
+            name=f"{spec.name}.{index}",
+            service=spec.name,
+            index=index,
+            state="running",
+            pid=10_000 + number,
+            image=spec.image,
+            spec_hash=spec.spec_hash(),
+            spec_json=spec.to_json(),
+            restarts=restarts,
+            started_at=self.clock(),
+        )
+        self.containers[cid] = replica
+        if self.crash_on_start:
+            self.kill(cid, code=1)
+            self.log_lines[cid] = [self.crash_log]
+        return cid
+
+    def kill(self, cid: str, code: int = 137) -> None:
+        self.containers[cid] = replace(self.containers[cid], state="exited", pid=0, exit_code=code)
+
+    def stop_replica(self, container_id: str, timeout: float) -> None:
+        self.stopped.append(container_id)
+        self.containers.pop(container_id, None)
+
+    def remove_replica(self, container_id: str) -> None:
+        self.removed.append(container_id)
+        self.containers.pop(container_id, None)
+
+    def logs(self, container_id: str, *, follow: bool, tail: int | str, timestamps: bool):  # noqa: ANN201
+        return iter(())
+
+    def last_log_lines(self, container_id: str, lines: int) -> list[str]:
+        return self.log_lines.get(container_id, [])[-lines:]
+
+    def events(self, service: str):  # noqa: ANN201
+        return iter(())
+
+    def supervisors(self, service: str | None = None) -> list[SupervisorInfo]:
+        return []
+
+    def start_supervisor(self, spec: ServiceSpec, image: str, state_dir: str) -> str:
+        return "supervisor"
+
+    def remove_supervisor(self, container_id: str, timeout: float) -> None: ...
+
+    def running(self) -> list[Replica]:
+        return [r for r in self.containers.values() if r.running]
+
+
+def listening_probe(engine: FakeEngine, delay: float = 0.0):  # noqa: ANN201
+    """Readiness: a running container listens ``delay`` seconds after it started."""
+
+    def probe(port: int, replicas: list[Replica]) -> dict[str, int]:
+        now = engine.clock()
+        return {
+            r.id: r.pid
+            for r in replicas
+            if r.running and r.id in engine.containers and now - (r.started_at or 0) >= delay
+        }
+
+    return probe

@@ -1,0 +1,143 @@
+"""The reconcile loop replayed against an in-memory engine and a fake clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reuseport.errors import ReplicaFailed, ReusePortMissing
+from reuseport.spec import BackoffPolicy, ServiceSpec
+from reuseport.store import StateStore
+from reuseport.supervisor import Supervisor
+from tests.unit.fakes import FakeEngine, listening_probe
+
+pytestmark = pytest.mark.timeout(30)
+
+SPEC = ServiceSpec(
+    name="demo",
+    image="demo:1",
+    replicas=3,
+    port=18080,
+    backoff=BackoffPolicy(initial=0.5, maximum=4.0, reset_after=10.0),
+)
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+def make(
+    engine: FakeEngine, tmp_path: Path, spec: ServiceSpec = SPEC, delay: float = 0.0
+) -> Supervisor:
+    store = StateStore(tmp_path)
+    store.save_spec(spec)
+    messages: list[str] = []
+    supervisor = Supervisor(
+        spec,
+        engine,
+        store,
+        clock=engine.clock,
+        wall=engine.clock,
+        sleep=engine.clock.advance,
+        readiness=listening_probe(engine, delay),
+        notify=messages.append,
+    )
+    supervisor.messages = messages  # type: ignore[attr-defined]
+    return supervisor
+
+
+def test_bring_up_creates_each_index_once(engine: FakeEngine, tmp_path: Path) -> None:
+    snapshot = make(engine, tmp_path).bring_up(timeout_s=5)
+    assert snapshot.ready == 3
+    assert sorted(i for i, _ in engine.created) == [1, 2, 3]
+
+
+def test_a_dead_replica_is_replaced_on_the_next_pass(engine: FakeEngine, tmp_path: Path) -> None:
+    supervisor = make(engine, tmp_path)
+    supervisor.bring_up(timeout_s=5)
+    victim = next(r for r in engine.running() if r.index == 2)
+    engine.kill(victim.id)
+    supervisor._stale = True  # what a "die" event does
+    snapshot = supervisor.reconcile()
+    assert victim.id in engine.removed
+    assert [i for i, _ in engine.created[3:]] == [2]
+    assert len(engine.running()) == 3
+    replacement = next(r for r in engine.running() if r.index == 2)
+    assert replacement.restarts == 1
+    assert snapshot.listening  # the new one listens in the same pass (delay 0)
+    assert "replica 2 exited with code 137 (signal 9); replacing it now" in supervisor.messages  # type: ignore[attr-defined]
+
+
+def test_a_crash_loop_is_backed_off_not_hot_looped(engine: FakeEngine, tmp_path: Path) -> None:
+    spec = SPEC.with_replicas(1)
+    supervisor = make(engine, tmp_path, spec)
+    supervisor.bring_up(timeout_s=5)
+    engine.crash_on_start = True
+    engine.kill(engine.running()[0].id)
+    for _ in range(400):  # 20 simulated seconds in 50 ms passes
+        supervisor._stale = True
+        supervisor.reconcile()
+        engine.clock.advance(0.05)
+    starts = [t for _, t in engine.created[1:]]
+    gaps = [round(b - a, 2) for a, b in zip(starts, starts[1:], strict=False)]
+    # immediate, then 0.5, 1, 2, 4, 4, ... (cap): never a hot loop
+    # each gap also holds the 50 ms pass in which the death is first seen
+    assert gaps[:4] == pytest.approx([0.55, 1.05, 2.05, 4.05], abs=0.06)
+    assert all(g >= 3.9 for g in gaps[4:])
+    assert len(starts) < 10
+
+
+def test_bind_conflict_at_bring_up_says_so_reuseport_is_missing(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    supervisor = make(engine, tmp_path, delay=0.0)
+    original = engine.create_replica
+
+    def second_fails(spec: ServiceSpec, index: int, restarts: int) -> str:
+        cid = original(spec, index, restarts)
+        if index > 1:
+            engine.kill(cid, code=1)
+            engine.log_lines[cid] = ["OSError: [Errno 98] Address already in use"]
+        return cid
+
+    engine.create_replica = second_fails  # type: ignore[method-assign]
+    # Replica 1 must be seen listening before the others die.
+    supervisor.reconcile()
+    with pytest.raises(ReusePortMissing, match="must set SO_REUSEPORT"):
+        supervisor.bring_up(timeout_s=5)
+
+
+def test_other_early_death_fails_bring_up_with_the_last_log_line(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    engine.crash_on_start = True
+    engine.crash_log = "ModuleNotFoundError: No module named 'flask'"
+    with pytest.raises(ReplicaFailed, match="No module named 'flask'"):
+        make(engine, tmp_path).bring_up(timeout_s=5)
+
+
+def test_bring_up_times_out_when_nothing_listens(engine: FakeEngine, tmp_path: Path) -> None:
+    supervisor = make(engine, tmp_path, delay=1e9)
+    with pytest.raises(ReplicaFailed, match="did not listen"):
+        supervisor.bring_up(timeout_s=0.2)
+
+
+def test_scale_is_read_from_the_store(engine: FakeEngine, tmp_path: Path) -> None:
+    supervisor = make(engine, tmp_path)
+    supervisor.bring_up(timeout_s=5)
+    supervisor.store.save_spec(SPEC.with_replicas(1))
+    supervisor._spec_mtime = -1  # force the reload regardless of mtime granularity
+    assert supervisor._reload_spec()
+    supervisor.reconcile()
+    supervisor._removals.shutdown(wait=True)
+    assert len(engine.stopped) == 2
+    assert {r.index for r in engine.running()} == {1}
+
+
+def test_removed_spec_ends_supervision(engine: FakeEngine, tmp_path: Path) -> None:
+    supervisor = make(engine, tmp_path)
+    supervisor.store.forget("demo")
+    assert supervisor.run() == "removed"
+    assert engine.created == []
