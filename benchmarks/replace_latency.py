@@ -553,7 +553,9 @@ def report(bench: Bench, info: dict[str, str]) -> dict[str, Any]:
         "docker_policy_after_manual_stop": bench.policy_after_docker_kill,
         "reuseport_restarts_counted": bench.restarts_seen,
         "trials": [
-            asdict(t) for s in (*bench.rp_scenarios.values(), bench.dk_scenario) for t in s.trials
+            {k: _round(v) if isinstance(v, float) else v for k, v in asdict(t).items()}
+            for s in (*bench.rp_scenarios.values(), bench.dk_scenario)
+            for t in s.trials
         ],
     }
 
@@ -609,7 +611,8 @@ def print_table(result: dict[str, Any]) -> None:
     med = f"{ratios['median']:.2f}" if ratios["median"] is not None else "-"
     p = f"{ratios['p90']:.2f}" if ratios["p90"] is not None else "-"
     line("reuseport, SIGKILL of app (host)", rp, base, med, p)
-    line("docker --restart always, SIGKILL", dk, "(this is the baseline)", "1.00", "1.00")
+    one = "1.00" if dk["trials"] else "-"
+    line("docker --restart always, SIGKILL", dk, "(this is the baseline)", one, one)
     line("reuseport, docker kill", kill, "n/a (no restart)", "-", "-")
     line("reuseport, docker rm -f", rm, "n/a (no restart)", "-", "-")
     print()

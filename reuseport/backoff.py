@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from reuseport.spec import BackoffPolicy
 
+MAX_REMEMBERED = 32
+
 
 def delay_after(failures: int, policy: BackoffPolicy) -> float:
     """Seconds to wait before replacing a replica that has failed ``failures`` times in a row."""
@@ -29,7 +31,8 @@ class SlotHealth:
     retry_at: float = 0.0  # monotonic time before which no replacement is created
     ready_since: float | None = None
     last_error: str = ""
-    counted: set[str] = field(default_factory=set)  # container ids whose death was counted
+    # ids whose death was counted (insertion-ordered, bounded: only recent ones can reappear)
+    counted: dict[str, None] = field(default_factory=dict)
 
 
 class BackoffBook:
@@ -44,7 +47,9 @@ class BackoffBook:
         """Count one death (idempotent per container) and return when to retry."""
         slot = self.slot(index)
         if container_id not in slot.counted:
-            slot.counted.add(container_id)
+            slot.counted[container_id] = None
+            while len(slot.counted) > MAX_REMEMBERED:
+                del slot.counted[next(iter(slot.counted))]
             slot.failures += 1
             slot.restarts += 1
             slot.retry_at = now + delay_after(slot.failures, self.policy)

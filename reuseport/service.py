@@ -22,6 +22,7 @@ from reuseport.view import ServiceView, replica_rows
 
 SUPERVISOR_IMAGE = "reuseport:latest"
 STALE_HEARTBEAT_S = 10.0
+SUPERVISOR_START_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,11 @@ def start(
     try:
         supervisor.bring_up(ready_timeout_s, progress)
         if detach and not detached:
-            engine.start_supervisor(spec, SUPERVISOR_IMAGE, str(store.root.resolve()))
+            launched = time.time()
+            supervisor_id = engine.start_supervisor(
+                spec, SUPERVISOR_IMAGE, str(store.root.resolve())
+            )
+            _wait_supervising(engine, store, spec.name, supervisor_id, launched)
     except BaseException:
         # Leave nothing behind: remove what this `up` created; adopted replicas stay.
         for replica in engine.replicas(spec.name):
@@ -89,6 +94,26 @@ def start(
             store.forget(spec.name)
         raise
     return Started(supervisor, adopted)
+
+
+def _wait_supervising(
+    engine: Engine, store: StateStore, name: str, supervisor_id: str, since: float
+) -> None:
+    """Return once the detached supervisor has made a pass (so it knows every replica)."""
+    deadline = time.monotonic() + SUPERVISOR_START_S
+    while time.monotonic() < deadline:
+        heartbeat = (store.load_status(name).get("supervisor") or {}).get("heartbeat", 0)
+        if heartbeat >= since:
+            return
+        if not any(s.id == supervisor_id and s.running for s in engine.supervisors(name)):
+            break
+        time.sleep(0.05)
+    said = engine.last_log_lines(supervisor_id, 1)
+    engine.remove_supervisor(supervisor_id, timeout=1)
+    raise ReplicaFailed(
+        f"the supervisor container did not start supervising {name!r}"
+        + (f": {said[-1].strip()}" if said else "")
+    )
 
 
 def _refuse_other_spec(spec: ServiceSpec, existing: list[Replica]) -> None:

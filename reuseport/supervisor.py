@@ -86,6 +86,7 @@ class Supervisor:
         self._stream: Any = None
         self._spec_mtime = 0.0
         self._ever_ready: set[str] = set()
+        self._removed_by_us: set[str] = set()
         self._strict = False
         self._published: dict[str, Any] = {}
         self._published_at = 0.0
@@ -93,12 +94,14 @@ class Supervisor:
     # -- one pass ----------------------------------------------------------------------
 
     def reconcile(self) -> Snapshot:
+        now = self.clock()
         if self._stale:
             self._stale = False
+            previous = {r.id: r.index for r in self._replicas}
             self._replicas = [
                 r for r in self.engine.replicas(self.spec.name) if r.id not in self._removing
             ]
-        now = self.clock()
+            self._count_vanished(previous, now)
         listening = self.readiness(self.spec.port, self._replicas)
         observed = []
         for replica in self._replicas:
@@ -128,6 +131,22 @@ class Supervisor:
         waiting = {a.index: max(0.0, a.until - now) for a in actions if isinstance(a, Wait)}
         self.snapshot = Snapshot(self.spec, tuple(self._replicas), listening, waiting)
         return self.snapshot
+
+    def _count_vanished(self, previous: dict[str, int], now: float) -> None:
+        """A container removed behind our back (``docker rm -f``) died too: count it."""
+        current = {r.id for r in self._replicas}
+        for container_id, index in previous.items():
+            if container_id in current:
+                continue
+            self._ever_ready.discard(container_id)  # gone for good: forget it
+            if container_id in self._removed_by_us:
+                self._removed_by_us.discard(container_id)
+                continue
+            if index > self.spec.replicas:
+                continue
+            self._record_failure(
+                Fail(index, container_id, "container was removed outside reuseport", now), now
+            )
 
     def _apply(self, actions: list[controller.Action], now: float) -> None:
         # Order for speed: count deaths, start replacements, then clean up the dead.
@@ -191,6 +210,7 @@ class Supervisor:
         self._stale = True
 
     def _remove(self, action: Remove) -> None:
+        self._removed_by_us.add(action.container_id)
         if not action.graceful:
             self.engine.remove_replica(action.container_id)
             self._stale = True

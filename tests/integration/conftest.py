@@ -1,0 +1,185 @@
+"""Fixtures for tests against the real Docker engine: real containers, sockets and HTTP.
+
+Every test gets its own service name (``it-...``), a free port and a private state dir;
+containers of test services are removed by label before and after each test. An engine
+that does not answer FAILS the suite (a skipped suite is not a pass): run
+`scripts/ensure-docker` and `scripts/build-images` first, as `scripts/test` does.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from reuseport import labels
+
+DEMO_IMAGE = "reuseport-demo:latest"
+TEST_PREFIX = "it-"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"no Docker engine answers ({exc}); run scripts/ensure-docker", pytrace=False)
+    for image in (DEMO_IMAGE, "reuseport:latest"):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"image {image} is missing; run scripts/build-images", pytrace=False)
+    yield client
+    client.close()
+
+
+def remove_test_containers(client: docker.DockerClient) -> None:
+    for container in client.containers.list(all=True, filters={"label": f"{labels.MANAGED}=1"}):
+        if container.labels.get(labels.SERVICE, "").startswith(TEST_PREFIX):
+            container.remove(force=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Service:
+    """One test service: its name, port, state dir, and a runner for the real CLI."""
+
+    name: str
+    port: int
+    state_dir: Path
+    client: docker.DockerClient
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "REUSEPORT_STATE_DIR": str(self.state_dir), "COLUMNS": "200"}
+
+    def cli(
+        self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reuseport", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "reuseport", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+
+    def up_args(self, *extra: str, replicas: int = 2, image: str = DEMO_IMAGE) -> list[str]:
+        return [
+            "up",
+            image,
+            "--name",
+            self.name,
+            "--port",
+            str(self.port),
+            "-n",
+            str(replicas),
+            *extra,
+        ]
+
+    def ps(self) -> list[dict[str, Any]]:
+        result = self.cli("ps", self.name, "--json", timeout=30)
+        assert result.returncode == 0, result.stderr
+        import json
+
+        return json.loads(result.stdout)
+
+    def listening(self) -> dict[int, dict[str, Any]]:
+        return {row["replica"]: row for row in self.ps() if row["listening"]}
+
+    def containers(self, role: str = labels.ROLE_REPLICA, all: bool = True) -> list[Any]:
+        return self.client.containers.list(
+            all=all, filters={"label": labels.filters(self.name, role)}
+        )
+
+    def replica_ids(self) -> dict[int, str]:
+        return {int(c.labels[labels.REPLICA]): c.id for c in self.containers(all=False)}
+
+    def spread(self, connections: int = 100) -> dict[str, int]:
+        """Which replica answered each of ``connections`` NEW connections."""
+        counts: dict[str, int] = {}
+        for _ in range(connections):
+            response = httpx.get(
+                f"http://127.0.0.1:{self.port}/", headers={"Connection": "close"}, timeout=10
+            )
+            response.raise_for_status()
+            replica = response.headers["X-Replica"]
+            counts[replica] = counts.get(replica, 0) + 1
+        return counts
+
+
+@pytest.fixture
+def service(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[Service]:
+    remove_test_containers(docker_client)
+    svc = Service(
+        f"{TEST_PREFIX}{secrets.token_hex(3)}", free_port(), tmp_path / "state", docker_client
+    )
+    try:
+        yield svc
+    finally:
+        # `down` first (it also stops a supervisor), then a label sweep for anything left.
+        svc.cli("down", svc.name, timeout=60)
+        remove_test_containers(docker_client)
+
+
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 30,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def terminate(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("reuseport: error: "), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

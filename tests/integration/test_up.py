@@ -1,0 +1,79 @@
+"""`up` in the foreground and detached: replicas listen (kernel-proven), share the port,
+and leave nothing behind when stopped."""
+
+from __future__ import annotations
+
+import json
+
+from reuseport import kernel
+from tests.integration.conftest import Service, terminate, wait_for
+
+PS_KEYS = {
+    "service",
+    "replica",
+    "container_id",
+    "state",
+    "listening",
+    "pid",
+    "restarts",
+    "uptime_s",
+    "image",
+}
+
+
+def test_foreground_up_serves_balances_and_cleans_up_on_sigterm(service: Service) -> None:
+    process = service.popen(*service.up_args(replicas=3))
+    try:
+        wait_for(lambda: len(service.listening()) == 3, timeout=60, what="3 listening replicas")
+        rows = service.ps()
+        assert {row["replica"] for row in rows} == {1, 2, 3}
+        for row in rows:
+            assert row.keys() >= PS_KEYS
+            assert row["state"] == "running" and row["image"] == "reuseport-demo:latest"
+            assert row["service"] == service.name and row["restarts"] == 0
+
+        # The kernel shows one listener per replica, each owned by that replica's container.
+        owners = {listener.container_id for listener in kernel.listeners(service.port)}
+        assert owners == set(service.replica_ids().values())
+
+        counts = service.spread(150)
+        assert set(counts) == {"1", "2", "3"}, counts
+    finally:
+        out, err = terminate(process)
+    assert process.returncode == 0, err
+    assert "stopped and removed 3 replicas" in err
+    assert service.containers() == []
+    assert kernel.listeners(service.port) == []
+    assert not (service.state_dir / f"{service.name}.spec.json").exists()
+
+
+def test_detached_up_returns_once_listening_and_down_removes_everything(service: Service) -> None:
+    result = service.cli(*service.up_args("--detach", replicas=2))
+    assert result.returncode == 0, result.stderr
+    # Returned only once all replicas listen: no waiting needed here.
+    assert {row["replica"] for row in service.ps() if row["listening"]} == {1, 2}
+    assert len(service.containers(role="supervisor", all=False)) == 1
+    assert set(service.spread(60)) == {"1", "2"}
+
+    listed = service.cli("ps", "--json")
+    assert service.name in {row["service"] for row in json.loads(listed.stdout)}
+    table = service.cli("ps", service.name)
+    assert "2/2 ready" in table.stdout and "detached" in table.stdout
+
+    down = service.cli("down", service.name)
+    assert down.returncode == 0, down.stderr
+    assert service.containers() == [] and service.containers(role="supervisor") == []
+    assert kernel.listeners(service.port) == []
+    assert list(service.state_dir.glob(f"{service.name}.*")) == []
+
+
+def test_app_gets_port_and_replica_env_and_user_env(service: Service) -> None:
+    result = service.cli(*service.up_args("--detach", "-e", "GREETING=hi there", replicas=2))
+    assert result.returncode == 0, result.stderr
+    for container in service.containers(all=False):
+        env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+        assert env["PORT"] == str(service.port)
+        assert env["REPLICA"] == container.labels["io.reuseport.replica"]
+        assert env["GREETING"] == "hi there"
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
