@@ -29,6 +29,7 @@ from reuseport.store import StateStore
 
 POLL_S = 0.02  # kernel polling period while a replica is starting
 HEARTBEAT_S = 1.0  # the status file is rewritten at least this often
+BRING_UP_RELIST_S = 0.2  # how often bring-up re-lists containers (it has no event stream)
 WAKE_ACTIONS = frozenset({"die", "oom", "destroy", "start", "stop", "kill"})
 BIND_CONFLICT_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
 
@@ -87,6 +88,7 @@ class Supervisor:
         self._spec_mtime = 0.0
         self._ever_ready: set[str] = set()
         self._removed_by_us: set[str] = set()
+        self._listed_at = 0.0
         self._strict = False
         self._published: dict[str, Any] = {}
         self._published_at = 0.0
@@ -97,6 +99,7 @@ class Supervisor:
         now = self.clock()
         if self._stale:
             self._stale = False
+            self._listed_at = now
             previous = {r.id: r.index for r in self._replicas}
             self._replicas = [
                 r for r in self.engine.replicas(self.spec.name) if r.id not in self._removing
@@ -238,6 +241,9 @@ class Supervisor:
         try:
             deadline = self.clock() + timeout_s
             while True:
+                # No event stream runs yet: re-list often so an early death is seen.
+                if self.clock() - self._listed_at >= BRING_UP_RELIST_S:
+                    self._stale = True
                 snapshot = self.reconcile()
                 progress(snapshot)
                 if (

@@ -8,6 +8,7 @@ that does not answer FAILS the suite (a skipped suite is not a pass): run
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -104,15 +105,15 @@ class Service:
             *extra,
         ]
 
-    def ps(self) -> list[dict[str, Any]]:
+    def ps(self, missing_ok: bool = False) -> list[dict[str, Any]]:
         result = self.cli("ps", self.name, "--json", timeout=30)
+        if missing_ok and result.returncode == 4:  # not created yet (a foreground up starting)
+            return []
         assert result.returncode == 0, result.stderr
-        import json
-
         return json.loads(result.stdout)
 
     def listening(self) -> dict[int, dict[str, Any]]:
-        return {row["replica"]: row for row in self.ps() if row["listening"]}
+        return {row["replica"]: row for row in self.ps(missing_ok=True) if row["listening"]}
 
     def containers(self, role: str = labels.ROLE_REPLICA, all: bool = True) -> list[Any]:
         return self.client.containers.list(
