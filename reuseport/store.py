@@ -67,6 +67,7 @@ class StateStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            os.fchmod(fd, 0o644)  # readable by `ps` like `docker ps` output; nothing secret
             with os.fdopen(fd, "w") as handle:
                 json.dump(data, handle, sort_keys=True)
             os.replace(tmp, path)

@@ -77,3 +77,35 @@ def test_app_gets_port_and_replica_env_and_user_env(service: Service) -> None:
         assert env["GREETING"] == "hi there"
         assert container.attrs["HostConfig"]["NetworkMode"] == "host"
         assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
+
+
+def test_down_stops_a_foreground_supervisor_from_another_shell(service: Service) -> None:
+    process = service.popen(*service.up_args(replicas=2))
+    try:
+        wait_for(lambda: len(service.listening()) == 2, timeout=60, what="2 listening")
+        down = service.cli("down", service.name)
+        assert down.returncode == 0, down.stderr
+        process.wait(timeout=30)  # the foreground `up` ends by itself
+    finally:
+        out, err = terminate(process)
+    assert process.returncode == 0, err
+    assert "taken down elsewhere" in err
+    assert service.containers() == []
+
+
+def test_containers_without_our_labels_are_never_touched(service: Service) -> None:
+    # A look-alike: same naming scheme and image, but not labelled by reuseport.
+    stranger = service.client.containers.create(
+        "reuseport-demo:latest",
+        name=f"{service.name}.1.000000",
+        environment={"PORT": "1"},
+        labels={"io.reuseport.service": service.name},
+    )
+    try:
+        assert service.cli(*service.up_args("--detach", replicas=2)).returncode == 0
+        assert stranger.id not in service.replica_ids().values()
+        assert service.cli("down", service.name).returncode == 0
+        stranger.reload()
+        assert stranger.status == "created"
+    finally:
+        stranger.remove(force=True)

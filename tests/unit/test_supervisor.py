@@ -141,3 +141,30 @@ def test_removed_spec_ends_supervision(engine: FakeEngine, tmp_path: Path) -> No
     supervisor.store.forget("demo")
     assert supervisor.run() == "removed"
     assert engine.created == []
+
+
+def test_periodic_resync_replaces_a_death_no_event_reported(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Events can be missed (stream reconnects, dockerd restarts): the resync still acts."""
+    import threading
+    import time
+
+    store = StateStore(tmp_path)
+    store.save_spec(SPEC)
+    supervisor = Supervisor(SPEC, engine, store, resync_s=0.05, readiness=listening_probe(engine))
+    supervisor.bring_up(timeout_s=5)
+    runner = threading.Thread(target=supervisor.run)
+    runner.start()
+    try:
+        victim = next(r for r in engine.running() if r.index == 3)
+        engine.kill(victim.id)  # the fake engine's event stream is silent
+        deadline = time.monotonic() + 10
+        while len(engine.running()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(engine.running()) == 3 and victim.id in engine.removed
+    finally:
+        supervisor.stop()
+        runner.join(timeout=5)
+    assert not runner.is_alive()
+    assert store.load_status("demo")["slots"]["3"]["restarts"] == 1
