@@ -23,10 +23,8 @@ def replica_uid(engine: Engine, spec: ServiceSpec) -> int:
 
 def check_port(engine: Engine, spec: ServiceSpec, own_containers: Collection[str]) -> None:
     """Refuse a port held by anything but this service's replicas, or by another uid."""
+    uid = replica_uid(engine, spec)  # also refuses a --user the image does not know
     listeners = kernel.listeners(spec.port)
-    if not listeners:
-        return
-    uid = replica_uid(engine, spec)
     for listener in listeners:
         who = _describe(listener)
         if listener.container_id in own_containers:

@@ -22,6 +22,7 @@ def service_table(view: ServiceView) -> Group:
         f"  supervisor: {view.supervisor}",
     )
     table = Table(box=None, pad_edge=False, header_style="bold")
+    widths = {"CONTAINER": 12, "STATE": 7, "LISTENING": 9}
     for column in (
         "REPLICA",
         "CONTAINER",
@@ -33,7 +34,7 @@ def service_table(view: ServiceView) -> Group:
         "IMAGE",
         "NOTE",
     ):
-        table.add_column(column)
+        table.add_column(column, min_width=widths.get(column), no_wrap=column != "NOTE")
     for row in view.rows:
         note = f"retry in {row.retry_in_s:.1f}s" if row.retry_in_s is not None else ""
         if row.last_error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -12,6 +13,16 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.conftest import Service, assert_one_line_error
+
+
+@contextlib.contextmanager
+def reuseport_listener(port: int) -> Iterator[socket.socket]:
+    """A SO_REUSEPORT listener held by this test process (uid 0) on ``port``."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(("0.0.0.0", port))
+        listener.listen()
+        yield listener
 
 
 def nothing_left(service: Service) -> None:
@@ -87,10 +98,7 @@ def test_port_held_by_a_plain_listener_names_its_pid_and_program(
 
 
 def test_port_shared_by_a_foreign_reuseport_listener_is_refused(service: Service) -> None:
-    with socket.socket() as intruder:
-        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        intruder.bind(("0.0.0.0", service.port))
-        intruder.listen()
+    with reuseport_listener(service.port):
         result = service.cli(*service.up_args())
     assert_one_line_error(result, f"pid {os.getpid()}", "would take a share of its connections")
     nothing_left(service)
@@ -108,10 +116,7 @@ def test_app_without_so_reuseport_is_diagnosed_not_crash_looped(service: Service
 def test_replicas_under_another_uid_than_the_port_holder_are_refused(service: Service) -> None:
     # This test process (uid 0) already has a SO_REUSEPORT listener; replicas as uid 1000
     # could never join its group.
-    with socket.socket() as root_listener:
-        root_listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        root_listener.bind(("0.0.0.0", service.port))
-        root_listener.listen()
+    with reuseport_listener(service.port):
         result = service.cli(*service.up_args("--user", "1000"))
     assert_one_line_error(
         result, "as uid 0 but replicas would run as uid 1000", "one effective uid"
@@ -120,11 +125,7 @@ def test_replicas_under_another_uid_than_the_port_holder_are_refused(service: Se
 
 
 def test_user_unknown_to_the_image_is_refused(service: Service) -> None:
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        listener.bind(("0.0.0.0", service.port))
-        listener.listen()
-        result = service.cli(*service.up_args("--user", "nosuchuser"))
+    result = service.cli(*service.up_args("--user", "nosuchuser"))
     assert_one_line_error(result, "'nosuchuser' does not exist in image")
     nothing_left(service)
 
