@@ -212,9 +212,10 @@ def service_names(engine: Engine, store: StateStore) -> list[str]:
 
 
 def service_view(name: str, engine: Engine, store: StateStore) -> ServiceView:
-    spec = store.load_spec(name)
+    desired_spec = store.load_spec(name)
+    spec = desired_spec
     replicas = engine.replicas(name)
-    if spec is None and replicas:
+    if spec is None and replicas:  # no desired state (e.g. taken down midway): use a label
         try:
             spec = ServiceSpec.from_json(replicas[0].spec_json)
         except ReuseportError:
@@ -222,9 +223,7 @@ def service_view(name: str, engine: Engine, store: StateStore) -> ServiceView:
     port = spec.port if spec else None
     listening = probe.listening_pids(port, replicas) if port else {}
     status = store.load_status(name)
-    desired = status.get("desired") if isinstance(status.get("desired"), int) else None
-    if store.load_spec(name) is not None:
-        desired = store.load_spec(name).replicas  # type: ignore[union-attr]
+    desired = desired_spec.replicas if desired_spec else None
     rows = replica_rows(
         name,
         spec.image if spec else "",

@@ -23,7 +23,7 @@ from reuseport import controller, probe
 from reuseport.backoff import BackoffBook
 from reuseport.controller import Create, Fail, Observed, Remove, Wait
 from reuseport.engine.base import Engine, Replica
-from reuseport.errors import EngineError, ReplicaFailed, ReusePortMissing
+from reuseport.errors import EngineError, ReplicaFailed, ReuseportError, ReusePortMissing
 from reuseport.spec import ServiceSpec
 from reuseport.store import StateStore
 
@@ -274,10 +274,17 @@ class Supervisor:
                 if now >= next_resync:
                     next_resync = now + self.resync_s
                     self._stale = True
-                if not self._reload_spec():
-                    return "removed"
-                snapshot = self.reconcile()
-                self._publish(snapshot)
+                try:
+                    if not self._reload_spec():
+                        return "removed"
+                    snapshot = self.reconcile()
+                    self._publish(snapshot)
+                except ReuseportError as exc:
+                    # e.g. dockerd restarting: keep supervising, retry on the next tick.
+                    self.notify(f"reconcile failed ({exc}); retrying")
+                    self._stale = True
+                    self._sleep(self.resync_s)
+                    continue
                 self._sleep(self._next_wake(snapshot, next_resync))
             return "stopped"
         finally:

@@ -9,13 +9,14 @@ silent pull on a missing image.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import secrets
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import docker
 import docker.errors
@@ -26,8 +27,27 @@ from reuseport.engine.base import Replica, SupervisorInfo
 from reuseport.errors import EngineError, EngineUnavailable, ImageMissing
 from reuseport.spec import ServiceSpec
 
+P = ParamSpec("P")
+T = TypeVar("T")
 DEFAULT_SOCKET = "/var/run/docker.sock"
 START_HINT = "start one with `scripts/ensure-docker` (or `systemctl start docker`)"
+
+
+def _translated(method: Callable[P, T]) -> Callable[P, T]:
+    """Turn any leftover docker/requests failure into the error tree (one line at the CLI)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+            if isinstance(exc, docker.errors.APIError):
+                raise EngineError(f"Docker refused: {exc.explanation or exc}") from exc
+            raise EngineUnavailable(f"lost the Docker engine at {_where()}: {START_HINT}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise EngineError(f"Docker request failed: {exc}") from exc
+
+    return wrapper
 
 
 def _where() -> str:
@@ -63,6 +83,7 @@ class DockerEngine:
                 f"no Docker engine answers at {_where()}: {START_HINT}"
             ) from exc
 
+    @_translated
     def require_image(self, ref: str) -> None:
         try:
             self._api.inspect_image(ref)
@@ -74,9 +95,11 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise EngineError(f"cannot inspect image {ref!r}: {exc.explanation}") from exc
 
+    @_translated
     def image_user(self, ref: str) -> str:
         return self._api.inspect_image(ref).get("Config", {}).get("User") or ""
 
+    @_translated
     def resolve_user(self, ref: str, user: str) -> int | None:
         """The numeric uid ``user`` (``name`` or ``uid[:gid]``) maps to in ``ref``, if known."""
         name = user.split(":", 1)[0]
@@ -109,6 +132,7 @@ class DockerEngine:
 
     # -- replicas ------------------------------------------------------------------------
 
+    @_translated
     def replicas(self, service: str | None = None) -> list[Replica]:
         found = []
         for summary in self._list(service, labels.ROLE_REPLICA):
@@ -117,6 +141,7 @@ class DockerEngine:
                 found.append(_replica(data))
         return sorted(found, key=lambda r: (r.service, r.index, r.started_at or 0.0))
 
+    @_translated
     def create_replica(self, spec: ServiceSpec, index: int, restarts: int) -> str:
         host_config = self._api.create_host_config(
             network_mode="host", init=True, restart_policy={"Name": "no"}
@@ -145,6 +170,7 @@ class DockerEngine:
             raise EngineError(f"cannot start replica {index}: {exc.explanation}") from exc
         return container["Id"]
 
+    @_translated
     def stop_replica(self, container_id: str, timeout: float) -> None:
         """Graceful stop (SIGTERM, SIGKILL after ``timeout``), then removal."""
         try:
@@ -155,6 +181,7 @@ class DockerEngine:
             pass  # already stopping or dead: the forced removal below settles it
         self.remove_replica(container_id)
 
+    @_translated
     def remove_replica(self, container_id: str) -> None:
         try:
             self._api.remove_container(container_id, force=True)
@@ -176,6 +203,7 @@ class DockerEngine:
         except docker.errors.NotFound:
             return iter(())
 
+    @_translated
     def last_log_lines(self, container_id: str, lines: int) -> list[str]:
         try:
             raw = self._api.logs(container_id, stream=False, tail=lines)
@@ -193,6 +221,7 @@ class DockerEngine:
 
     # -- supervisors -----------------------------------------------------------------------
 
+    @_translated
     def supervisors(self, service: str | None = None) -> list[SupervisorInfo]:
         found = []
         for summary in self._list(service, labels.ROLE_SUPERVISOR):
@@ -206,6 +235,7 @@ class DockerEngine:
             )
         return found
 
+    @_translated
     def start_supervisor(self, spec: ServiceSpec, image: str, state_dir: str) -> str:
         socket = _socket_path()
         host_config = self._api.create_host_config(
