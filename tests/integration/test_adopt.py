@@ -3,6 +3,7 @@ a different spec is refused with the differences and what to run instead."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 import httpx
@@ -71,3 +72,27 @@ def test_second_foreground_up_is_refused_while_supervised(service: Service) -> N
     assert service.cli(*service.up_args("--detach", replicas=2)).returncode == 0
     result = service.cli(*service.up_args(replicas=2))
     assert_one_line_error(result, "already supervised")
+
+
+def test_supervisor_killed_on_the_host_is_restarted_by_docker_and_adopts(service: Service) -> None:
+    assert service.cli(*service.up_args("--detach", replicas=2)).returncode == 0
+    before = service.replica_ids()
+    (supervisor,) = service.containers(role="supervisor", all=False)
+    supervisor.reload()
+    os.kill(supervisor.attrs["State"]["Pid"], signal.SIGKILL)  # not a manual stop: policy applies
+    wait_for(
+        lambda: (
+            service.client.containers.get(supervisor.id).attrs["RestartCount"] >= 1
+            and service.client.containers.get(supervisor.id).status == "running"
+        ),
+        timeout=30,
+        what="supervisor restarted by Docker",
+    )
+    assert service.replica_ids() == before
+    service.client.containers.get(before[2]).kill()
+    wait_for(
+        lambda: service.replica_ids().get(2) not in (None, before[2]),
+        timeout=30,
+        what="replacement",
+    )
+    wait_for(lambda: set(service.listening()) == {1, 2}, timeout=30, what="both listening")
