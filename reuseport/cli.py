@@ -49,7 +49,7 @@ app = typer.Typer(
 )
 # Piped output is read by people and scripts alike: do not squeeze tables into 80 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 StateDir = Annotated[
     Path | None,
@@ -173,6 +173,7 @@ def up(
             f"stop with `reuseport down {spec.name}`"
         )
         return
+    assert started.supervisor is not None  # only a detached `up` hands over to another
     _supervise_foreground(started.supervisor, store, events, stop)
 
 

@@ -27,7 +27,7 @@ SUPERVISOR_START_S = 30.0
 
 @dataclass(frozen=True)
 class Started:
-    supervisor: Supervisor
+    supervisor: Supervisor | None  # None when a running detached supervisor took the change
     adopted: tuple[str, ...]  # container ids that were running before `up`
 
 
@@ -72,6 +72,14 @@ def start(
             f"{spec.name}`"
         )
     adopted = tuple(r.id for r in existing if r.running)
+    if detached:
+        # `up -d` again: the running supervisor converges to the (possibly new) count;
+        # creating replicas here too would race it.
+        store.save_spec(spec)
+        wait_converged(spec.name, engine, store, ready_timeout_s, lambda view: None)
+        return Started(None, adopted)
+    for stale in engine.supervisors(spec.name):  # exited supervisors of an earlier run
+        engine.remove_supervisor(stale.id, timeout=0)
     preflight.check_port(engine, spec, {r.id for r in existing})
     store.save_spec(spec)
     supervisor = Supervisor(

@@ -96,3 +96,15 @@ def test_supervisor_killed_on_the_host_is_restarted_by_docker_and_adopts(service
         what="replacement",
     )
     wait_for(lambda: set(service.listening()) == {1, 2}, timeout=30, what="both listening")
+
+
+def test_up_detached_again_hands_the_new_count_to_the_running_supervisor(service: Service) -> None:
+    assert service.cli(*service.up_args("--detach", replicas=2)).returncode == 0
+    (supervisor,) = service.containers(role="supervisor", all=False)
+    before = service.replica_ids()
+    result = service.cli(*service.up_args("--detach", replicas=3))
+    assert result.returncode == 0, result.stderr
+    assert set(service.listening()) == {1, 2, 3}
+    after = service.replica_ids()
+    assert after[1] == before[1] and after[2] == before[2]
+    assert [c.id for c in service.containers(role="supervisor", all=False)] == [supervisor.id]
