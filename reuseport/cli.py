@@ -271,7 +271,12 @@ def supervise(
         spec, engine, store, mode="detached", notify=lambda m: print(m, flush=True)
     )
     stop = _stop_on_signals()
-    threading.Thread(target=lambda: (stop.wait(), supervisor.stop()), daemon=True).start()
+
+    def stop_when_signalled() -> None:
+        stop.wait()
+        supervisor.stop()
+
+    threading.Thread(target=stop_when_signalled, daemon=True).start()
     print(f"supervising {name}: {spec.replicas} replicas on port {spec.port}", flush=True)
     # Stopping this supervisor never stops replicas: `down` does that, and a restarted
     # supervisor adopts them.

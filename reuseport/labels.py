@@ -50,7 +50,7 @@ def filters(service: str | None = None, role: str | None = None) -> list[str]:
 
 
 def is_owned(labels: Mapping[str, str] | None) -> bool:
-    return bool(labels) and labels.get(MANAGED) == "1" and SERVICE in labels  # type: ignore[union-attr]
+    return labels is not None and labels.get(MANAGED) == "1" and SERVICE in labels
 
 
 def int_label(labels: Mapping[str, str], key: str, default: int = 0) -> int:
