@@ -4,6 +4,10 @@ and leave nothing behind when stopped."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+
+import httpx
 
 from reuseport import kernel
 from tests.integration.conftest import Service, terminate, wait_for
@@ -109,3 +113,32 @@ def test_containers_without_our_labels_are_never_touched(service: Service) -> No
         assert stranger.status == "created"
     finally:
         stranger.remove(force=True)
+
+
+def test_down_is_graceful_in_flight_requests_finish(service: Service) -> None:
+    assert service.cli(*service.up_args("--detach", replicas=2)).returncode == 0
+    results: list[int] = []
+    errors: list[Exception] = []
+
+    def slow_request() -> None:
+        try:
+            with httpx.Client(timeout=30) as client:
+                results.append(client.get(f"http://127.0.0.1:{service.port}/sleep?s=2").status_code)
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            errors.append(exc)
+
+    requests = [threading.Thread(target=slow_request) for _ in range(4)]
+    for thread in requests:
+        thread.start()
+    # Let the requests reach the replicas (accepted, not just queued) before stopping.
+    wait_for(
+        lambda: sum(listener.accept_queue for listener in kernel.listeners(service.port)) == 0,
+        timeout=5,
+    )
+    time.sleep(0.5)
+    down = service.cli("down", service.name)
+    for thread in requests:
+        thread.join(timeout=30)
+    assert down.returncode == 0, down.stderr
+    assert errors == [] and results == [200] * 4
+    assert service.containers() == []
