@@ -193,9 +193,15 @@ def _supervise_foreground(
 ) -> None:
     supervisor.notify = events.put
     outcome: list[str] = []
-    runner = threading.Thread(
-        target=lambda: outcome.append(supervisor.run()), name="supervisor", daemon=True
-    )
+    crash: list[BaseException] = []
+
+    def supervise_until_stopped() -> None:
+        try:
+            outcome.append(supervisor.run())
+        except Exception as exc:  # noqa: BLE001 - reported below, after the replicas are down
+            crash.append(exc)
+
+    runner = threading.Thread(target=supervise_until_stopped, name="supervisor", daemon=True)
     runner.start()
     live = Live(console=out, auto_refresh=False, transient=False) if out.is_terminal else None
     try:
@@ -225,6 +231,8 @@ def _supervise_foreground(
         supervisor.drain()
         store.forget(name)
     _say(f"{name}: stopped and removed {count} replicas")
+    if crash:
+        raise ReuseportError(f"supervision of {name} failed: {type(crash[0]).__name__}: {crash[0]}")
 
 
 def _live_view(supervisor: Supervisor) -> ServiceView:
