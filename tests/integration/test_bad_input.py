@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from reuseport import kernel
 from tests.integration.conftest import Service, assert_one_line_error
 
 
@@ -132,10 +133,11 @@ def test_user_unknown_to_the_image_is_refused(service: Service) -> None:
 
 def test_app_that_crashes_at_start_reports_its_last_log_line(service: Service) -> None:
     # An unprivileged user cannot bind a privileged port: the app dies with an error.
-    privileged = Service(service.name, 80, service.state_dir, service.client)
+    port = next(p for p in range(1000, 1024) if not kernel.listening_inodes(p))
+    privileged = Service(service.name, port, service.state_dir, service.client)
     result = privileged.cli(*privileged.up_args("--user", "65534:65534", replicas=1))
     assert_one_line_error(
-        result, "replica 1 exited with code", "before listening on port 80", "last log line"
+        result, "replica 1 exited with code", f"before listening on port {port}", "last log line"
     )
     nothing_left(service)
 
