@@ -36,13 +36,24 @@ def docker_rm_f(service: Service, index: int) -> None:
     service.client.containers.get(service.replica_ids()[index]).remove(force=True)
 
 
-def oom(service: Service, index: int) -> None:
-    # The kernel OOM killer's SIGKILL, as seen by Docker, is a SIGKILL of the process.
-    kill_host_process(service, index)
+APP_EXITS = (
+    "import os, signal\n"
+    "for pid in [int(p) for p in os.listdir('/proc') if p.isdigit()]:\n"
+    "    if pid not in (1, os.getpid()):\n"
+    "        os.kill(pid, signal.SIGTERM)\n"
+)
+
+
+def app_exits_by_itself(service: Service, index: int) -> None:
+    # The app ends on its own (here: it drains and exits 0): a server that exits is dead too.
+    container = service.client.containers.get(service.replica_ids()[index])
+    assert container.exec_run(["python3", "-c", APP_EXITS]).exit_code == 0
 
 
 @pytest.mark.parametrize(
-    "death", [kill_host_process, docker_kill, docker_rm_f], ids=lambda f: f.__name__
+    "death",
+    [kill_host_process, docker_kill, docker_rm_f, app_exits_by_itself],
+    ids=lambda f: f.__name__,
 )
 def test_dead_replica_is_replaced_and_listens_again(detached: Service, death) -> None:  # noqa: ANN001
     service = detached
