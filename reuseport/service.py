@@ -7,7 +7,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psutil
@@ -17,7 +16,7 @@ from reuseport.engine.base import Engine, Replica, SupervisorInfo
 from reuseport.errors import ReplicaFailed, ReuseportError, ServiceNotFound, SpecConflict
 from reuseport.spec import ServiceSpec, differences
 from reuseport.store import StateStore
-from reuseport.supervisor import Notify, Snapshot, Supervisor
+from reuseport.supervisor import Notify, Snapshot, Supervisor, stop_all
 from reuseport.view import ServiceView, replica_rows
 
 SUPERVISOR_IMAGE = "reuseport:latest"
@@ -136,15 +135,6 @@ def _refuse_other_spec(spec: ServiceSpec, existing: list[Replica]) -> None:
             f"{spec.name!r} already runs with a different spec ({'; '.join(diff)}): run "
             f"`reuseport down {spec.name}` first, or choose another --name"
         )
-
-
-def stop_all(engine: Engine, replicas: list[Replica], timeout_s: float) -> None:
-    """Graceful stop (SIGTERM, SIGKILL after the timeout) and removal, all in parallel."""
-    if not replicas:
-        return
-    with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
-        for future in [pool.submit(engine.stop_replica, r.id, timeout_s) for r in replicas]:
-            future.result()
 
 
 def down(name: str, engine: Engine, store: StateStore, notify: Notify) -> int:

@@ -299,10 +299,7 @@ class Supervisor:
     def drain(self) -> None:
         """Gracefully stop and remove every replica in parallel (after supervision ended)."""
         self._removals.shutdown(wait=True)
-        replicas = self.engine.replicas(self.spec.name)
-        with ThreadPoolExecutor(max_workers=max(1, len(replicas))) as pool:
-            for replica in replicas:
-                pool.submit(self.engine.stop_replica, replica.id, self.spec.stop_timeout)
+        stop_all(self.engine, self.engine.replicas(self.spec.name), self.spec.stop_timeout)
 
     def _next_wake(self, snapshot: Snapshot, next_resync: float) -> float:
         now = self.clock()
@@ -382,3 +379,12 @@ class Supervisor:
         self.store.save_status(
             self.spec.name, {**status, "supervisor": {"pid": os.getpid(), "heartbeat": wall}}
         )
+
+
+def stop_all(engine: Engine, replicas: list[Replica], timeout_s: float) -> None:
+    """Graceful stop (SIGTERM, SIGKILL after the timeout) and removal, all in parallel."""
+    if not replicas:
+        return
+    with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
+        for future in [pool.submit(engine.stop_replica, r.id, timeout_s) for r in replicas]:
+            future.result()
