@@ -1,0 +1,164 @@
+"""The load benchmark in one command: `loadtest/run` (or `.venv/bin/python -m loadtest`).
+
+In one run on this machine, with the same demo image and replica count: throughput and
+latency of reuseport against nginx, HAProxy, the no-hop "limit" and a single replica (wrk),
+the kernel's per-replica share of connections, a chaos run under locust load, and a
+scale-out. Writes results.json, results.md and PNG charts to --out; --update-readme puts
+the table into README.md. --smoke runs every part for a few seconds (CI uses it so the
+benchmark never rots; its figures mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+
+import reuseport
+from loadtest import report
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = ("reuseport-demo:latest", "reuseport:latest")
+PARTS = ("throughput", "chaos", "scaleout")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--replicas", type=int, default=4, help="replicas per setup (4)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (10)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="wrk runs per setup, alternating (3)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=64, help="wrk keep-alive connections (64)"
+    )
+    parser.add_argument("--chaos-duration", type=float, default=30, help="seconds of kills (30)")
+    parser.add_argument("--kill-every", type=float, default=5, help="seconds between kills (5)")
+    parser.add_argument("--users", type=int, default=40, help="locust users in the chaos run (40)")
+    parser.add_argument("--scaleout", type=int, default=16, help="replicas for the scale-out (16)")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run ({','.join(PARTS)})")
+    parser.add_argument("--base-port", type=int, default=18100, help="first port used (18100)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "loadtest" / "results",
+        help="results folder (loadtest/results)",
+    )
+    parser.add_argument("--update-readme", action="store_true", help="put the table into README.md")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds per part (CI)")
+    args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(PARTS)
+    if unknown:
+        parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
+    if not 1 <= args.replicas <= 64:
+        parser.error("--replicas must be between 1 and 64")
+    if args.smoke:
+        args.duration, args.repeats, args.chaos_duration = 1.0, 1, 8.0
+        args.kill_every, args.users, args.scaleout = 3.0, 10, 4
+    return args
+
+
+def machine() -> dict[str, Any]:
+    client = docker.from_env()
+    try:
+        engine = client.version().get("Version", "?")
+    finally:
+        client.close()
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "docker": engine,
+        "python": platform.python_version(),
+        "reuseport": reuseport.__version__,
+    }
+
+
+def require_images() -> None:
+    client = docker.from_env()
+    try:
+        for image in IMAGES:
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                sys.exit(f"loadtest: image {image} is missing: run scripts/build-images")
+    finally:
+        client.close()
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parts = args.only.split(",")
+    require_images()
+    from loadtest import chaos, scaleout, setups, throughput
+
+    setups.ensure_packages(["wrk", "nginx", "haproxy"])
+    command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "command": command.strip(),
+        "smoke": args.smoke,
+    }
+    started = time.monotonic()
+    image = IMAGES[0]
+    with tempfile.TemporaryDirectory(prefix="reuseport-loadtest-") as work:
+        if "throughput" in parts:
+            say(
+                f"throughput: {args.replicas} replicas, "
+                f"{args.repeats} x {args.duration:g} s per setup"
+            )
+            results["throughput"] = throughput.run_throughput(
+                image,
+                args.replicas,
+                args.base_port,
+                args.duration,
+                args.repeats,
+                args.connections,
+                progress=say,
+            )
+        if "chaos" in parts:
+            say(f"chaos: a kill every {args.kill_every:g} s for {args.chaos_duration:g} s")
+            results["chaos"] = chaos.run_chaos(
+                image,
+                args.replicas,
+                args.base_port + 100,
+                args.chaos_duration,
+                args.kill_every,
+                args.users,
+                Path(work),
+                progress=say,
+            )
+        if "scaleout" in parts:
+            say(f"scale-out: up --replicas {args.scaleout}")
+            results["scaleout"] = scaleout.run_scaleout(
+                image, args.scaleout, args.base_port + 200, progress=say
+            )
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    written = report.write(results, args.out)
+    table = report.markdown(json.loads((args.out / "results.json").read_text()))
+    print(table)
+    if args.update_readme:
+        report.update_readme(REPO / "README.md", table)
+        written.append(REPO / "README.md")
+    say(f"done in {results['elapsed_s']:g} s; wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

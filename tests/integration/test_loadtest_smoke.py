@@ -1,0 +1,57 @@
+"""The load benchmark end to end in smoke mode, so it never rots. Checks the output's
+shape and that nothing is left behind, never its speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+
+from reuseport import kernel
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(600)
+def test_smoke_benchmark_writes_every_figure_and_cleans_up(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest", "--smoke", "--out", str(out), "--base-port", "18600"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+
+    setups = data["throughput"]["setups"]
+    assert set(setups) == {"reuseport", "manual", "nginx", "haproxy", "limit", "single"}
+    for name, figures in setups.items():
+        assert figures["rps"] > 0 and figures["p99_ms"] > 0, name
+        assert figures["runs"], name
+    for count in ("64", "1024"):
+        shares = data["throughput"]["shares"][count]["reuseport"]
+        assert sum(shares["per_replica"].values()) == int(count)
+    assert set(data["ratios"]["nginx"]) == {"rps", "p99"}
+
+    chaos = data["chaos"]
+    assert chaos["kills"] and all(k["replacement_ms"] > 0 for k in chaos["kills"])
+    assert chaos["requests"] > 0 and chaos["throughput"]
+    assert chaos["replacement_ms"]["median"] > 0 and chaos["docker_policy_ms"]["median"] > 0
+    assert data["scaleout"]["seconds"] > 0
+    assert {"results.md", "setups.png", "chaos.png"} <= {p.name for p in out.iterdir()}
+    assert "| reuseport:" in (out / "results.md").read_text()
+
+    # Nothing left behind: containers, proxies, listeners on the ports it used.
+    assert {c.id for c in docker_client.containers.list(all=True)} <= before
+    leftovers = subprocess.run(["pgrep", "-x", "nginx|haproxy|locust|wrk"], capture_output=True)
+    assert leftovers.stdout == b""
+    assert all(not kernel.listening_inodes(port) for port in range(18600, 18900, 1))
