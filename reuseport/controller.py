@@ -33,6 +33,19 @@ class Observed:
     ready: bool  # the kernel shows a LISTEN socket on the port owned by this container
     started_at: float = 0.0
     reason: str = ""  # why it is not running, for a dead one
+    spec_hash: str = ""  # the template it runs; "" matches any desired hash
+    ready_for: float = 0.0  # seconds it has been seen listening
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a template change rolls out: at most ``max_surge`` replicas above the desired
+    count, at most ``max_unavailable`` indices without a serving replica, and a new
+    replica counts as available once it has listened for ``min_ready_s``."""
+
+    max_surge: int = 1
+    max_unavailable: int = 0
+    min_ready_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,34 +89,70 @@ def plan(
     slots: Mapping[int, SlotHealth],
     policy: BackoffPolicy,
     now: float,
+    spec_hash: str = "",
+    strategy: Strategy = Strategy(),
 ) -> list[Action]:
     by_index: dict[int, list[Observed]] = defaultdict(list)
     for replica in observed:
         by_index[replica.index].append(replica)
 
+    def is_current(replica: Observed) -> bool:
+        return not spec_hash or not replica.spec_hash or replica.spec_hash == spec_hash
+
+    def available(replica: Observed) -> bool:
+        settled = not is_current(replica) or replica.ready_for >= strategy.min_ready_s
+        return replica.ready and settled
+
     actions: list[Action] = []
-    filled: set[int] = set()
-    for index in sorted(by_index):
-        group = by_index[index]
-        running = sorted((r for r in group if r.running), key=lambda r: (not r.ready, r.started_at))
+    running_total = 0
+    outdated_only: dict[int, Observed] = {}  # indices still served only by the old template
+    unavailable = 0  # wanted indices without an available replica
+    empty: list[int] = []
+    for index in sorted(set(by_index) | set(range(1, desired + 1))):
+        group = by_index.get(index, [])
         wanted = 1 <= index <= desired
-        keep = running[:1] if wanted else []
-        filled.update(r.index for r in keep)
-        for surplus in running[len(keep) :]:
+        order = lambda r: (not r.ready, r.started_at)  # noqa: E731 - keep ready, then older
+        current = sorted((r for r in group if r.running and is_current(r)), key=order)
+        outdated = sorted((r for r in group if r.running and not is_current(r)), key=order)
+        keep: list[Observed] = []
+        if wanted and current:
+            keep = current[:1]
+            if outdated and not available(current[0]):
+                keep += outdated[:1]  # the old one serves until its successor is available
+        elif wanted and outdated:
+            keep = outdated[:1]
+            outdated_only[index] = outdated[0]
+        for surplus in [r for r in current + outdated if r not in keep]:
             actions.append(Remove(index, surplus.container_id, graceful=True))
-        dead = [r for r in group if not r.running]
-        for corpse in dead:
-            if wanted and not keep:
+        running_total += len(keep)
+        if wanted and not any(available(r) for r in keep):
+            unavailable += 1
+        for corpse in (r for r in group if not r.running):
+            if wanted and not current:
                 actions.append(_failure(index, corpse, slots.get(index), policy, now))
             actions.append(Remove(index, corpse.container_id, graceful=False))
+        if wanted and not keep:
+            empty.append(index)
 
     newly_failed = {a.index: a.retry_at for a in actions if isinstance(a, Fail)}
-    for index in range(1, desired + 1):
-        if index in filled:
-            continue
+
+    def retry_at(index: int) -> float:
         slot = slots.get(index)
-        retry_at = newly_failed.get(index, slot.retry_at if slot else 0.0)
-        actions.append(Create(index) if now >= retry_at else Wait(index, retry_at))
+        return newly_failed.get(index, slot.retry_at if slot else 0.0)
+
+    for index in empty:
+        actions.append(Create(index) if now >= retry_at(index) else Wait(index, retry_at(index)))
+    # Roll the template forward (or back) index by index within the surge/unavailable budget.
+    surge_left = desired + strategy.max_surge - running_total - len(empty)
+    for index, old in outdated_only.items():
+        if now < retry_at(index):
+            actions.append(Wait(index, retry_at(index)))
+        elif surge_left > 0:
+            actions.append(Create(index))
+            surge_left -= 1
+        elif unavailable < strategy.max_unavailable:
+            actions.append(Remove(index, old.container_id, graceful=True))
+            unavailable += 1
     return actions
 
 
