@@ -244,10 +244,13 @@ def pid_alive(pid: int) -> bool:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, client: docker.DockerClient) -> None:
+    def __init__(
+        self, args: argparse.Namespace, client: docker.DockerClient, name: str | None = None
+    ) -> None:
         self.args = args
         self.client = client
-        self.name = f"bench-replace-{os.getpid()}"
+        # The name must end in "-<pid>": cleanup_stale() reads the owner's pid from it.
+        self.name = name or f"bench-replace-{os.getpid()}"
         self.replicas: int = args.replicas
         self.store = StateStore(None)
         self.rp_port = 0
@@ -266,17 +269,24 @@ class Bench:
     # -- setup ---------------------------------------------------------------------------
 
     def setup(self) -> None:
-        for image in (self.args.image, "reuseport:latest"):
-            try:
-                self.client.images.get(image)  # never let containers.run() try a pull
-            except docker.errors.ImageNotFound:
-                raise SetupError(f"image {image} is missing: run scripts/build-images") from None
+        self.check_images()
         self.cleanup_stale()
         if self.args.port:
             self.rp_port, self.dk_port = free_ports(self.args.port, 2)
         else:
             self.rp_port, self.dk_port = free_ports(18080, 2)
+        self.start_docker_policy()
+        self.start_reuseport()
 
+    def check_images(self) -> None:
+        for image in (self.args.image, "reuseport:latest"):
+            try:
+                self.client.images.get(image)  # never let containers.run() try a pull
+            except docker.errors.ImageNotFound:
+                raise SetupError(f"image {image} is missing: run scripts/build-images") from None
+
+    def start_docker_policy(self) -> None:
+        """``replicas`` plain ``--restart always --init`` containers on ``dk_port``."""
         log(
             f"docker policy: starting {self.replicas} --restart always containers "
             f"on port {self.dk_port}"
@@ -297,6 +307,8 @@ class Bench:
         now = time.perf_counter()
         self.dk_since = {c.id: now for c in self.dk_containers}
 
+    def start_reuseport(self) -> None:
+        """``reuseport up -d`` on ``rp_port``; proven listening by ps and the kernel."""
         up = ["up", self.args.image, "-n", str(self.replicas), "-p", str(self.rp_port)]
         up += ["--name", self.name, "-d", "--ready-timeout", str(SETUP_TIMEOUT_S)]
         if self.args.backoff_reset is not None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from reuseport.backoff import SlotHealth, delay_after
-from reuseport.spec import BackoffPolicy
+from reuseport.spec import BackoffPolicy, RolloutPolicy
 
 
 @dataclass(frozen=True)
@@ -35,17 +35,6 @@ class Observed:
     reason: str = ""  # why it is not running, for a dead one
     spec_hash: str = ""  # the template it runs; "" matches any desired hash
     ready_for: float = 0.0  # seconds it has been seen listening
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """How a template change rolls out: at most ``max_surge`` replicas above the desired
-    count, at most ``max_unavailable`` indices without a serving replica, and a new
-    replica counts as available once it has listened for ``min_ready_s``."""
-
-    max_surge: int = 1
-    max_unavailable: int = 0
-    min_ready_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +70,7 @@ class Wait:
 
 
 Action = Create | Fail | Remove | Wait
+DEFAULT_ROLLOUT = RolloutPolicy()
 
 
 def plan(
@@ -90,7 +80,7 @@ def plan(
     policy: BackoffPolicy,
     now: float,
     spec_hash: str = "",
-    strategy: Strategy = Strategy(),
+    strategy: RolloutPolicy = DEFAULT_ROLLOUT,
 ) -> list[Action]:
     by_index: dict[int, list[Observed]] = defaultdict(list)
     for replica in observed:

@@ -46,6 +46,27 @@ class BackoffPolicy:
 
 
 @dataclass(frozen=True)
+class RolloutPolicy:
+    """How a template change rolls out: at most ``max_surge`` replicas above the desired
+    count, at most ``max_unavailable`` indices without a serving replica, and a new
+    replica counts as available once it has listened for ``min_ready_s``."""
+
+    max_surge: int = 1
+    max_unavailable: int = 0
+    min_ready_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_surge < 0 or self.max_unavailable < 0:
+            raise InvalidSpec("--max-surge and --max-unavailable must be >= 0")
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise InvalidSpec(
+                "--max-surge and --max-unavailable cannot both be 0: nothing could move"
+            )
+        if self.min_ready_s < 0:
+            raise InvalidSpec(f"--min-ready must be >= 0, got {self.min_ready_s:g}")
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     image: str
@@ -55,6 +76,7 @@ class ServiceSpec:
     user: str | None = None
     stop_timeout: int = 10
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -101,6 +123,7 @@ class ServiceSpec:
             data = json.loads(text)
             data["env"] = tuple(tuple(pair) for pair in data.get("env", ()))
             data["backoff"] = BackoffPolicy(**data.get("backoff", {}))
+            data["rollout"] = RolloutPolicy(**data.get("rollout", {}))
             return cls(**data)
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidSpec(f"stored spec is unreadable: {exc}") from exc

@@ -86,7 +86,8 @@ class Supervisor:
         self._removals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="remove")
         self._stream: Any = None
         self._spec_mtime = 0.0
-        self._ever_ready: set[str] = set()
+        # container id -> when it was first seen listening (readiness age for min-ready)
+        self._ever_ready: dict[str, float] = {}
         self._removed_by_us: set[str] = set()
         self._listed_at = 0.0
         self._strict = False
@@ -113,7 +114,7 @@ class Supervisor:
             slot.restarts = max(slot.restarts, replica.restarts)
             ready = replica.id in listening
             if ready:
-                self._ever_ready.add(replica.id)
+                self._ever_ready.setdefault(replica.id, now)
                 self.book.record_ready(replica.index, now)
             elif replica.running:
                 self.book.record_not_ready(replica.index)
@@ -125,10 +126,18 @@ class Supervisor:
                     ready,
                     replica.started_at or 0.0,
                     replica.exit_reason(),
+                    replica.spec_hash,
+                    now - self._ever_ready[replica.id] if ready else 0.0,
                 )
             )
         actions = controller.plan(
-            self.spec.replicas, observed, self.book.slots, self.spec.backoff, now
+            self.spec.replicas,
+            observed,
+            self.book.slots,
+            self.spec.backoff,
+            now,
+            self.spec.spec_hash(),
+            self.spec.rollout,
         )
         self._apply(actions, now)
         waiting = {a.index: max(0.0, a.until - now) for a in actions if isinstance(a, Wait)}
@@ -141,7 +150,7 @@ class Supervisor:
         for container_id, index in previous.items():
             if container_id in current:
                 continue
-            self._ever_ready.discard(container_id)  # gone for good: forget it
+            self._ever_ready.pop(container_id, None)  # gone for good: forget it
             if container_id in self._removed_by_us:
                 self._removed_by_us.discard(container_id)
                 continue
@@ -309,6 +318,10 @@ class Supervisor:
         wake = next_resync - now
         if snapshot.waiting:
             wake = min(wake, min(snapshot.waiting.values()))
+        min_ready = self.spec.rollout.min_ready_s
+        for since in (self._ever_ready.get(r.id) for r in snapshot.replicas):
+            if since is not None and now - since < min_ready:  # a rollout waits on it
+                wake = min(wake, since + min_ready - now)
         return max(POLL_S, wake)
 
     def _sleep(self, seconds: float) -> None:
@@ -338,7 +351,10 @@ class Supervisor:
                 self.notify(
                     f"scaling {self.spec.name} from {self.spec.replicas} to {stored.replicas}"
                 )
-            self.spec = self.spec.with_replicas(stored.replicas)
+            if stored.spec_hash() != self.spec.spec_hash():
+                self.notify(f"rolling {self.spec.name} out to {stored.image}")
+            self.spec = stored
+            self.book.policy = stored.backoff
         return True
 
     def _watch(self) -> None:
@@ -371,7 +387,12 @@ class Supervisor:
             }
             for index, slot in self.book.slots.items()
         }
-        status = {"mode": self.mode, "desired": self.spec.replicas, "slots": slots}
+        status = {
+            "mode": self.mode,
+            "desired": self.spec.replicas,
+            "spec_hash": self.spec.spec_hash(),
+            "slots": slots,
+        }
         # The loop polls every few ms while replicas start: write only on change or heartbeat.
         if status == self._published and wall - self._published_at < HEARTBEAT_S:
             return

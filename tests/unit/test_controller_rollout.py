@@ -8,8 +8,9 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from reuseport.controller import Create, Observed, Remove, Strategy, plan
+from reuseport.controller import Create, Observed, Remove, plan
 from reuseport.spec import BackoffPolicy
+from reuseport.spec import RolloutPolicy as Strategy
 
 POLICY = BackoffPolicy()
 OLD, NEW = "old-hash", "new-hash"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,26 @@ def test_periodic_resync_replaces_a_death_no_event_reported(
         runner.join(timeout=5)
     assert not runner.is_alive()
     assert store.load_status("demo")["slots"]["3"]["restarts"] == 1
+
+
+def test_a_new_template_in_the_store_rolls_out_within_the_surge(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    supervisor = make(engine, tmp_path)
+    supervisor.bring_up(timeout_s=5)
+    old_ids = {r.id for r in engine.running()}
+    new_spec = replace(SPEC, image="demo:2")
+    supervisor.store.save_spec(new_spec)
+    supervisor._spec_mtime = -1
+    assert supervisor._reload_spec()
+    most = 0
+    for _ in range(50):
+        supervisor._stale = True
+        supervisor.reconcile()
+        supervisor._removals.shutdown(wait=True)  # let graceful stops finish each pass
+        supervisor._removals = ThreadPoolExecutor(max_workers=4)
+        most = max(most, len(engine.running()))
+        engine.clock.advance(0.1)
+    assert {r.image for r in engine.running()} == {"demo:2"}
+    assert len(engine.running()) == 3 and not old_ids & {r.id for r in engine.running()}
+    assert most <= 3 + SPEC.rollout.max_surge
