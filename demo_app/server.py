@@ -58,6 +58,11 @@ class App:
         self.replica = os.environ.get("REPLICA", "0")
         self.version = os.environ.get("APP_VERSION", "dev")
         self.drain_timeout = env_float("DRAIN_TIMEOUT", 8.0)
+        # Idle keep-alive connections get this long to send one more request (answered
+        # with "Connection: close") before they are closed: closing an idle connection
+        # races a client that is just sending on it, and that request would fail.
+        self.idle_grace = env_float("DRAIN_IDLE_GRACE", 1.0)
+        self.grace_over = False
         self.reuseport = os.environ.get("REUSEPORT", "1").strip() != "0"
         self.pid = os.getpid()
         self.conns: set[HttpProtocol] = set()
@@ -112,7 +117,8 @@ class App:
             self.drained.set()
 
     def start_drain(self, signame: str) -> None:
-        """Stop accepting, finish in-flight requests, close idle keep-alive connections."""
+        """Stop accepting, finish in-flight requests, answer each open connection's next
+        request with "Connection: close", and close connections still idle after a grace."""
         if self.draining:
             # A second signal (impatient Ctrl-C) cuts the drain short.
             if self.drained is not None:
@@ -128,12 +134,17 @@ class App:
         # replica; its siblings in the SO_REUSEPORT group take them over.
         if self.server is not None:
             self.server.close()
+        loop = asyncio.get_running_loop()
         if self.drained is not None:
-            asyncio.get_running_loop().call_later(self.drain_timeout, self.drained.set)
-        for conn in list(self.conns):
-            conn.close_if_idle()
+            loop.call_later(self.drain_timeout, self.drained.set)
+        loop.call_later(self.idle_grace, self.end_grace)
         if not self.conns and self.drained is not None:
             self.drained.set()
+
+    def end_grace(self) -> None:
+        self.grace_over = True
+        for conn in list(self.conns):
+            conn.close_if_idle()
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -156,8 +167,8 @@ class HttpProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.app.conns.add(self)
-        if self.app.draining:
-            # Accepted just before the listener closed: nothing sent yet, so close it.
+        if self.app.grace_over:
+            # Accepted just before the listener closed and after the grace: close it.
             self.close_if_idle()
 
     def data_received(self, data: bytes) -> None:

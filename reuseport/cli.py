@@ -6,6 +6,7 @@ from the error tree; set REUSEPORT_DEBUG=1 to see a traceback for an unexpected 
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -19,15 +20,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.table import Table
 from typer.exceptions import TyperException
 
-from reuseport import __version__, service
+from reuseport import __version__, host, service
 from reuseport import logs as logs_mod
+from reuseport import rollout as rollouts
 from reuseport.engine import connect
 from reuseport.errors import InvalidSpec, ReuseportError
 from reuseport.render import service_table, views_json
 from reuseport.spec import (
     BackoffPolicy,
+    RolloutPolicy,
     ServiceSpec,
     default_name,
     parse_env,
@@ -348,12 +352,19 @@ def scale(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for convergence.")
     ] = 60.0,
+    tcp_migrate_req: MigrateReq = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Change the desired replica count of a running service; its supervisor converges."""
+    """Change the desired replica count of a running service; its supervisor converges.
+
+    Scaling down drains the surplus replicas (highest indices) gracefully, in parallel.
+    """
     validate_replicas(replicas)
     store = _store(state_dir)
     engine = connect()
+    before = store.load_spec(validate_name(name))
+    if before is not None and replicas < before.replicas:
+        _drain_check(tcp_migrate_req)
     spec = service.scale(validate_name(name), replicas, engine, store)
     if not wait:
         _say(f"{name}: desired replicas set to {replicas}")
@@ -367,6 +378,111 @@ def scale(
             lambda v: status.update(f"{v.ready}/{replicas} replicas of {name} listening"),
         )
     _say(f"{name}: {view.ready}/{replicas} replicas listening on port {spec.port}")
+
+
+MigrateReq = Annotated[
+    bool,
+    typer.Option(
+        "--tcp-migrate-req",
+        help="Set net.ipv4.tcp_migrate_req=1 (a host setting) so connections queued on a "
+        "draining replica move to its siblings instead of being reset.",
+    ),
+]
+
+
+def _drain_check(enable: bool) -> None:
+    advice = host.drain_advice(enable)
+    if advice:
+        _say(advice)
+
+
+@app.command()
+def rollout(
+    name: Annotated[str, typer.Argument(help="Service to roll out.")],
+    image: Annotated[str | None, typer.Option("--image", help="New image (local).")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="KEY=VAL to add or change; repeatable.")
+    ] = None,
+    undo: Annotated[bool, typer.Option("--undo", help="Return to the previous revision.")] = False,
+    max_surge: Annotated[
+        int, typer.Option("--max-surge", help="Replicas allowed above the desired count.")
+    ] = 1,
+    max_unavailable: Annotated[
+        int, typer.Option("--max-unavailable", help="Replicas allowed to be missing.")
+    ] = 0,
+    min_ready: Annotated[
+        float,
+        typer.Option("--min-ready", help="Seconds a new replica must listen before it counts."),
+    ] = 0.0,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Seconds before an unfinished rollout is rolled back."),
+    ] = 120.0,
+    tcp_migrate_req: MigrateReq = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Replace every replica with one of a new image/env, with zero downtime.
+
+    Per batch: start new replicas beside the old ones on the same port, wait until the
+    kernel shows them listening (and --min-ready passed), then drain an old one (SIGTERM:
+    it closes its listener first and finishes in-flight requests). A new replica that dies,
+    or a rollout that does not finish within --timeout, is rolled back automatically.
+    """
+    store = _store(state_dir)
+    name = validate_name(name)
+    current = store.load_spec(name)
+    if current is None:
+        raise service.ServiceNotFound(f"no service named {name!r} is up (see `reuseport ps`)")
+    target = rollouts.target_spec(
+        current,
+        rollouts.history(store, name),
+        image=image,
+        env=parse_env(env) if env else None,
+        policy=RolloutPolicy(max_surge, max_unavailable, min_ready),
+        undo=undo,
+    )
+    if timeout <= 0:
+        raise InvalidSpec(f"--timeout must be > 0, got {timeout:g}")
+    engine = connect()
+    service.require_supervisor(engine, store, name)
+    _drain_check(tcp_migrate_req)
+    with err.status(f"rolling {name} out to {target.image}") as status:
+        outcome = rollouts.rollout(
+            target,
+            engine,
+            store,
+            timeout_s=timeout,
+            progress=lambda p: status.update(
+                f"rolling {name} out to {target.image}: {p.updated}/{p.desired} new listening, "
+                f"{p.outdated} old left"
+            ),
+        )
+    _say(
+        f"{name}: revision {outcome.revision} ({outcome.image}) rolled out to "
+        f"{target.replicas} replicas in {outcome.seconds:.1f}s"
+    )
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="Service whose revisions to list.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """List the service's revisions: image, environment, time and result."""
+    revisions = rollouts.history(_store(state_dir), validate_name(name))
+    if as_json:
+        print(
+            json.dumps([{k: v for k, v in r.items() if k != "spec"} for r in revisions], indent=2)
+        )
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("REVISION", "IMAGE", "ENV", "TIME", "RESULT"):
+        table.add_column(column)
+    for r in revisions:
+        env_text = " ".join(f"{k}={v}" for k, v in r.get("env", [])) or "-"
+        table.add_row(str(r["revision"]), r["image"], env_text, r["time"], r["result"])
+    out.print(table)
 
 
 @app.command()

@@ -59,6 +59,7 @@ class Remove:
     index: int
     container_id: str
     graceful: bool
+    why: str = "surplus"  # "surplus" (scale down, duplicate) or "outdated" (rollout)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ def plan(
             keep = outdated[:1]
             outdated_only[index] = outdated[0]
         for surplus in [r for r in current + outdated if r not in keep]:
-            actions.append(Remove(index, surplus.container_id, graceful=True))
+            why = "outdated" if wanted and surplus in outdated else "surplus"
+            actions.append(Remove(index, surplus.container_id, graceful=True, why=why))
         running_total += len(keep)
         if wanted and not any(available(r) for r in keep):
             unavailable += 1
@@ -141,7 +143,7 @@ def plan(
             actions.append(Create(index))
             surge_left -= 1
         elif unavailable < strategy.max_unavailable:
-            actions.append(Remove(index, old.container_id, graceful=True))
+            actions.append(Remove(index, old.container_id, graceful=True, why="outdated"))
             unavailable += 1
     return actions
 

@@ -75,3 +75,15 @@ class ReplicaFailed(ReuseportError):
     """A replica exited or did not listen in time while the service was being brought up."""
 
     exit_code = 7
+
+
+class RolloutFailed(ReuseportError):
+    """A rollout did not complete and was rolled back."""
+
+    exit_code = 8
+
+
+class RolloutInterrupted(ReuseportError):
+    """The user stopped watching a rollout; the supervisor carries it on."""
+
+    exit_code = 130

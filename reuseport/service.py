@@ -167,15 +167,19 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-def scale(name: str, replicas: int, engine: Engine, store: StateStore) -> ServiceSpec:
-    spec = store.load_spec(name)
-    if spec is None:
-        raise ServiceNotFound(f"no service named {name!r} is up (see `reuseport ps`)")
+def require_supervisor(engine: Engine, store: StateStore, name: str) -> None:
     if not live_supervisors(engine, name) and foreground_supervisor_pid(store, name) is None:
         raise ServiceNotFound(
             f"{name!r} has no running supervisor to converge it; run `reuseport up` with the "
             "same spec to adopt its replicas"
         )
+
+
+def scale(name: str, replicas: int, engine: Engine, store: StateStore) -> ServiceSpec:
+    spec = store.load_spec(name)
+    if spec is None:
+        raise ServiceNotFound(f"no service named {name!r} is up (see `reuseport ps`)")
+    require_supervisor(engine, store, name)
     scaled = spec.with_replicas(replicas)
     store.save_spec(scaled)
     return scaled

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from reuseport.errors import InvalidSpec
 
@@ -121,6 +121,9 @@ class ServiceSpec:
     def from_json(cls, text: str) -> ServiceSpec:
         try:
             data = json.loads(text)
+            # Tolerate fields a newer reuseport wrote (a supervisor image may be older).
+            known = {f.name for f in fields(cls)}
+            data = {key: value for key, value in data.items() if key in known}
             data["env"] = tuple(tuple(pair) for pair in data.get("env", ()))
             data["backoff"] = BackoffPolicy(**data.get("backoff", {}))
             data["rollout"] = RolloutPolicy(**data.get("rollout", {}))

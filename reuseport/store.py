@@ -51,13 +51,19 @@ class StateStore:
     def load_status(self, name: str) -> dict[str, Any]:
         return self._read(self._path(name, "status")) or {}
 
+    def load_history(self, name: str) -> list[dict[str, Any]]:
+        return list((self._read(self._path(name, "history")) or {}).get("revisions", []))
+
+    def save_history(self, name: str, revisions: list[dict[str, Any]]) -> None:
+        self._write(self._path(name, "history"), {"revisions": revisions})
+
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
         return sorted(p.name.removesuffix(".spec.json") for p in self.root.glob("*.spec.json"))
 
     def forget(self, name: str) -> None:
-        for kind in ("spec", "status"):
+        for kind in ("spec", "status", "history"):
             self._path(name, kind).unlink(missing_ok=True)
 
     def forget_status(self, name: str) -> None:

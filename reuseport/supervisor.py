@@ -24,7 +24,7 @@ from reuseport.backoff import BackoffBook
 from reuseport.controller import Create, Fail, Observed, Remove, Wait
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import EngineError, ReplicaFailed, ReuseportError, ReusePortMissing
-from reuseport.spec import ServiceSpec
+from reuseport.spec import ServiceSpec, differences
 from reuseport.store import StateStore
 
 POLL_S = 0.02  # kernel polling period while a replica is starting
@@ -228,7 +228,8 @@ class Supervisor:
             self._stale = True
             return
         self._removing.add(action.container_id)
-        self.notify(f"stopping surplus replica {action.index} ({action.container_id[:12]})")
+        what = "old-template" if action.why == "outdated" else "surplus"
+        self.notify(f"draining {what} replica {action.index} ({action.container_id[:12]})")
         future = self._removals.submit(
             self.engine.stop_replica, action.container_id, self.spec.stop_timeout
         )
@@ -352,7 +353,8 @@ class Supervisor:
                     f"scaling {self.spec.name} from {self.spec.replicas} to {stored.replicas}"
                 )
             if stored.spec_hash() != self.spec.spec_hash():
-                self.notify(f"rolling {self.spec.name} out to {stored.image}")
+                change = "; ".join(differences(self.spec, stored))
+                self.notify(f"rolling {self.spec.name} out ({change})")
             self.spec = stored
             self.book.policy = stored.backoff
         return True

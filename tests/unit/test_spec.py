@@ -106,3 +106,11 @@ def test_backoff_policy_validation() -> None:
         BackoffPolicy(initial=5, maximum=1)
     with pytest.raises(InvalidSpec):
         BackoffPolicy(reset_after=0)
+
+
+def test_json_from_a_newer_writer_is_read_without_its_unknown_fields() -> None:
+    import json
+
+    data = json.loads(make().to_json())
+    data["some_future_field"] = {"x": 1}
+    assert ServiceSpec.from_json(json.dumps(data)) == make()
