@@ -445,7 +445,6 @@ def rollout(
         raise InvalidSpec(f"--timeout must be > 0, got {timeout:g}")
     engine = connect()
     service.require_supervisor(engine, store, name)
-    _drain_check(tcp_migrate_req)
     with err.status(f"rolling {name} out to {target.image}") as status:
         outcome = rollouts.rollout(
             target,
@@ -456,6 +455,7 @@ def rollout(
                 f"rolling {name} out to {target.image}: {p.updated}/{p.desired} new listening, "
                 f"{p.outdated} old left"
             ),
+            checked=lambda: _drain_check(tcp_migrate_req),
         )
     _say(
         f"{name}: revision {outcome.revision} ({outcome.image}) rolled out to "

@@ -82,7 +82,10 @@ def plan(
     now: float,
     spec_hash: str = "",
     strategy: RolloutPolicy = DEFAULT_ROLLOUT,
+    draining: int = 0,
 ) -> list[Action]:
+    """``draining``: containers still shutting down (not in ``observed``); they count
+    against the surge so the number of running containers never exceeds desired + surge."""
     by_index: dict[int, list[Observed]] = defaultdict(list)
     for replica in observed:
         by_index[replica.index].append(replica)
@@ -135,7 +138,9 @@ def plan(
     for index in empty:
         actions.append(Create(index) if now >= retry_at(index) else Wait(index, retry_at(index)))
     # Roll the template forward (or back) index by index within the surge/unavailable budget.
-    surge_left = desired + strategy.max_surge - running_total - len(empty)
+    # Replicas told to drain in this pass still run until they have drained: count them.
+    draining += sum(1 for a in actions if isinstance(a, Remove) and a.graceful)
+    surge_left = desired + strategy.max_surge - running_total - len(empty) - draining
     for index, old in outdated_only.items():
         if now < retry_at(index):
             actions.append(Wait(index, retry_at(index)))

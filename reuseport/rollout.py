@@ -114,7 +114,9 @@ def rollout(
     *,
     timeout_s: float,
     progress: Callable[[Progress], None],
+    checked: Callable[[], None] = lambda: None,
 ) -> Outcome:
+    """Roll ``target`` out; ``checked`` runs once every check passed, before any change."""
     current = store.load_spec(target.name)
     if current is None:
         raise ServiceNotFound(f"no service named {target.name!r} is up (see `reuseport ps`)")
@@ -122,6 +124,7 @@ def rollout(
         raise InvalidSpec(f"{target.name!r} already runs {target.image} with this environment")
     engine.require_image(target.image)
     _refuse_other_uid(engine, current, target)
+    checked()
     revisions = history(store, target.name)
     number = max(r["revision"] for r in revisions) + 1
     revisions.append(_revision(number, target, "in progress"))

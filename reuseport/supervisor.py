@@ -138,6 +138,7 @@ class Supervisor:
             now,
             self.spec.spec_hash(),
             self.spec.rollout,
+            draining=len(self._removing),
         )
         self._apply(actions, now)
         waiting = {a.index: max(0.0, a.until - now) for a in actions if isinstance(a, Wait)}

@@ -120,3 +120,27 @@ def test_max_unavailable_without_surge_removes_an_old_one_first() -> None:
     world = World.running(3, OLD)
     actions = world.step(3, NEW, Strategy(max_surge=0, max_unavailable=1))
     assert [type(a) for a in actions] == [Remove]
+
+
+def test_draining_containers_count_against_the_surge() -> None:
+    world = World.running(2, OLD)
+    assert (
+        plan(
+            2,
+            list(world.containers.values()),
+            {},
+            POLICY,
+            0.0,
+            NEW,
+            Strategy(1, 0, 0.0),
+            draining=1,
+        )
+        == []
+    )
+
+
+def test_the_pass_that_drains_an_old_replica_does_not_also_surge() -> None:
+    world = World.running(2, OLD)
+    world.add(1, NEW, ready=True, ready_for=5.0)  # index 1's successor is available
+    actions = plan(2, list(world.containers.values()), {}, POLICY, 0.0, NEW, Strategy(1, 0, 0.0))
+    assert [type(a) for a in actions] == [Remove]
