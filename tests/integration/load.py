@@ -50,7 +50,7 @@ class Load:
                         None if response.status_code == 200 else f"HTTP {response.status_code}"
                     )
                     version = response.json().get("version", "?") if outcome is None else ""
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, ValueError) as exc:  # ValueError: a body not JSON
                     outcome, version = f"{type(exc).__name__}: {exc}", ""
                 with self._lock:
                     self.requests += 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reuseport import host
+from reuseport import host, labels
 from tests.integration.conftest import Service, assert_one_line_error, wait_for
 from tests.integration.load import Load
 
@@ -39,7 +39,11 @@ class CountSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.counts.append(len(self.service.containers(all=False)))
+            # Low-level list: no per-container inspect that could race a removal.
+            running = self.service.client.api.containers(
+                filters={"label": labels.filters(self.service.name, labels.ROLE_REPLICA)}
+            )
+            self.counts.append(len(running))
             self._stop.wait(0.05)
 
     def __enter__(self) -> CountSampler:
