@@ -29,7 +29,7 @@ from loadtest import report
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = ("reuseport-demo:latest", "reuseport:latest")
-PARTS = ("throughput", "chaos", "scaleout")
+PARTS = ("throughput", "chaos", "rollout", "scaleout")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     parts = args.only.split(",")
     require_images()
-    from loadtest import chaos, scaleout, setups, throughput
+    from loadtest import chaos, rolling, scaleout, setups, throughput
 
     setups.ensure_packages(["wrk", "nginx", "haproxy"])
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -140,6 +140,17 @@ def main(argv: list[str] | None = None) -> int:
                 args.base_port + 100,
                 args.chaos_duration,
                 args.kill_every,
+                args.users,
+                Path(work),
+                progress=say,
+            )
+        if "rollout" in parts:
+            say("rollout: v1 -> v2 under load, with tcp_migrate_req=1 then 0")
+            results["rollout"] = rolling.run_rollout(
+                "reuseport-demo:v1",
+                "reuseport-demo:v2",
+                args.replicas,
+                args.base_port + 150,
                 args.users,
                 Path(work),
                 progress=say,

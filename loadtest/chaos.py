@@ -68,16 +68,13 @@ from typing import Any
 import docker
 
 from benchmarks import replace_latency as rl
+from loadtest import locustrun
 from reuseport import kernel
 
-LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-USER_CLASSES = ("KeepAliveUser", "NewConnectionUser")
 WARMUP_S = 3.0  # after every user runs, before the first kill: the load is steady
 TAIL_S = 3.0  # load after the last replacement, so its effect (if any) is on the chart
 ATTRIBUTION_S = 1.0  # after a replacement listens, late failures still count for that kill
 BACKOFF_RESET_S = 2.0
-READY_TIMEOUT_S = 60.0
-USER_RPS = 20.0  # per user: 40 users -> ~800 req/s, well below what 2 cores serve
 
 
 @dataclass
@@ -137,14 +134,16 @@ def run_chaos(
             )
             bench.start_docker_policy()
             bench.start_reuseport()
-            files = _LocustFiles(workdir)
-            locust = _start_locust(bench.rp_port, users, duration_s, files)
-            run.t0 = _wait_ready(locust, files)
+            files = locustrun.LocustFiles(workdir, "chaos")
+            locust = locustrun.start(
+                bench.rp_port, users, duration_s, files, margin_s=WARMUP_S + TAIL_S
+            )
+            run.t0 = locustrun.wait_ready(locust, files)
             progress(f"chaos: load on ({users} users); killing a replica every {kill_every_s:g} s")
             _kill_loop(bench, run, progress)
             _sleep_until(run.kills[-1].done_wall + TAIL_S)
             run.t_end = time.time()
-            _stop(locust)
+            locustrun.stop(locust)
             run.locust_stats = json.loads(files.stdout.read_text() or "[]")
             run.recorded = json.loads(files.replicas.read_text())
             run.docker_under_load = len(run.docker_ms)
@@ -153,98 +152,12 @@ def run_chaos(
         finally:
             with signals_ignored():
                 if locust is not None:
-                    _stop(locust)
+                    locustrun.stop(locust)
                 run.left = bench.cleanup()
             if run.left:
                 progress(f"chaos: LEFT BEHIND: {', '.join(run.left)}")
             client.close()
     return _result(bench, run)
-
-
-# --------------------------------------------------------------------------- locust
-
-
-class _LocustFiles:
-    def __init__(self, workdir: Path) -> None:
-        self.csv = workdir / "chaos"  # locust adds _stats.csv, _stats_history.csv, ...
-        self.replicas = workdir / "chaos_replicas.json"
-        self.ready = workdir / "chaos_ready.json"
-        self.stdout = workdir / "chaos_locust.json"  # --json: locust's final stats
-        self.stderr = workdir / "chaos_locust.log"
-
-
-def _locust_bin() -> str:
-    beside = Path(sys.executable).with_name("locust")
-    return str(beside) if beside.exists() else "locust"
-
-
-def _start_locust(
-    port: int, users: int, duration_s: float, files: _LocustFiles
-) -> subprocess.Popen[bytes]:
-    for stale in (files.replicas, files.ready):
-        stale.unlink(missing_ok=True)
-    # We stop locust with SIGTERM when the kills are done; --run-time only bounds it in
-    # case this process dies without its finally (e.g. SIGKILL).
-    safety = math.ceil(WARMUP_S + duration_s + TAIL_S + 120)
-    command = [
-        _locust_bin(),
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "--run-time",
-        f"{safety}s",
-        "--host",
-        f"http://127.0.0.1:{port}",
-        "--csv",
-        str(files.csv),
-        "--json",
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-        "--exit-code-on-error",
-        "0",
-        *USER_CLASSES,
-    ]
-    env = {
-        **os.environ,
-        "LOCUST_REPLICA_FILE": str(files.replicas),
-        "LOCUST_READY_FILE": str(files.ready),
-        "LOCUST_USER_RPS": str(USER_RPS),
-    }
-    with open(files.stdout, "wb") as out, open(files.stderr, "wb") as err:
-        # Own session: a Ctrl-C at the terminal reaches only us; we stop locust in finally.
-        return subprocess.Popen(
-            command, stdout=out, stderr=err, env=env, start_new_session=True, cwd=files.csv.parent
-        )
-
-
-def _wait_ready(locust: subprocess.Popen[bytes], files: _LocustFiles) -> float:
-    """Wall-clock time at which every locust user was running (the load start)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not files.ready.exists():
-        if locust.poll() is not None:
-            tail = files.stderr.read_text(errors="replace")[-2000:]
-            raise rl.SetupError(f"locust exited {locust.returncode} before the load:\n{tail}")
-        if time.monotonic() > deadline:
-            raise rl.SetupError(f"locust did not spawn its users within {READY_TIMEOUT_S:g} s")
-        time.sleep(0.05)
-    return float(json.loads(files.ready.read_text())["started_at"])
-
-
-def _stop(locust: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (locust then writes its stats and our JSON), SIGKILL if it hangs."""
-    if locust.poll() is not None:
-        return
-    locust.terminate()
-    try:
-        locust.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        locust.kill()
-        locust.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- kills
@@ -375,8 +288,8 @@ def _result(bench: rl.Bench, run: _Run) -> dict[str, Any]:
         "kill_every_s": run.kill_every_s,
         "users": run.users,
         "replicas": bench.replicas,
-        "user_classes": list(USER_CLASSES),
-        "user_rps": USER_RPS,
+        "user_classes": list(locustrun.USER_CLASSES),
+        "user_rps": locustrun.USER_RPS,
         "port": bench.rp_port,
         "docker_policy_port": bench.dk_port,
         "backoff_reset_s": BACKOFF_RESET_S,

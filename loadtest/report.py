@@ -89,6 +89,16 @@ def checks(results: dict[str, Any]) -> list[Check]:
                     f"{ours:.0f} ms vs {docker:.0f} ms",
                 )
             )
+    rollout = results.get("rollout") or {}
+    for run in rollout.get("runs", []):
+        if run["tcp_migrate_req"] == 1:
+            found.append(
+                Check(
+                    "rollout under load with tcp_migrate_req=1: no failed request",
+                    run["failures"] == 0 and run["rollout_ok"],
+                    f"{run['failures']} failed of {run['requests']}",
+                )
+            )
     return found
 
 
@@ -149,6 +159,18 @@ def markdown(results: dict[str, Any]) -> str:
             f"median {_fmt(rep.get('median'))} ms, max {_fmt(rep.get('max'))} ms; Docker's restart "
             f"policy on the same image: median {_fmt(dock.get('median'))} ms, max {_fmt(dock.get('max'))} ms.",
         ]
+    rollout = results.get("rollout")
+    if rollout and rollout.get("runs"):
+        lines += [
+            "",
+            f"Rollout {rollout.get('from')} -> {rollout.get('to')} of {rollout.get('replicas')} replicas under locust load ({rollout.get('users')} users, max-surge 1, min-ready {rollout.get('min_ready_s')} s):",
+            "",
+        ]
+        for run in rollout["runs"]:
+            lines.append(
+                f"- net.ipv4.tcp_migrate_req={run['tcp_migrate_req']}: {run['failures']} failed of {run['requests']:,} requests, "
+                f"{'completed' if run['rollout_ok'] else 'FAILED'} in {_fmt(run['rollout_s'], 1)} s, running replicas between {run['running_min']} and {run['running_max']}"
+            )
     scale = results.get("scaleout")
     if scale:
         lines += [

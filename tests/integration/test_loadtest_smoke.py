@@ -21,6 +21,7 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     before = {c.id for c in docker_client.containers.list(all=True)}
+    migrate_before = Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()
     out = tmp_path / "results"
     result = subprocess.run(
         [sys.executable, "-m", "loadtest", "--smoke", "--out", str(out), "--base-port", "18600"],
@@ -47,11 +48,15 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     assert chaos["requests"] > 0 and chaos["throughput"]
     assert chaos["replacement_ms"]["median"] > 0 and chaos["docker_policy_ms"]["median"] > 0
     assert data["scaleout"]["seconds"] > 0
+    runs = data["rollout"]["runs"]
+    assert [r["tcp_migrate_req"] for r in runs] == [1, 0] and all(r["rollout_ok"] for r in runs)
+    assert all(r["requests"] > 0 for r in runs)
     assert {"results.md", "setups.png", "chaos.png"} <= {p.name for p in out.iterdir()}
     assert "| reuseport:" in (out / "results.md").read_text()
 
     # Nothing left behind: containers, proxies, listeners on the ports it used.
     assert {c.id for c in docker_client.containers.list(all=True)} <= before
     leftovers = subprocess.run(["pgrep", "-x", "nginx|haproxy|locust|wrk"], capture_output=True)
+    assert (Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()) == migrate_before
     assert leftovers.stdout == b""
     assert all(not kernel.listening_inodes(port) for port in range(18600, 18900, 1))

@@ -1,0 +1,154 @@
+"""Rollout under load: v1 -> v2 with locust running, once with net.ipv4.tcp_migrate_req=1
+and once with 0, so the failed-request counts side by side say what the setting is worth.
+
+The host setting is restored to what it was before, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from benchmarks import replace_latency as rl
+from loadtest import locustrun
+from reuseport import host, labels
+
+WARMUP_S = 2.0
+TAIL_S = 2.0
+MIN_READY_S = 0.5
+
+
+def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REUSEPORT_STATE_DIR": str(state)}
+    return subprocess.run(
+        [sys.executable, "-m", "reuseport", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+class _Counter(threading.Thread):
+    """Samples the number of running replica containers while the rollout runs."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(daemon=True)
+        self.client = docker.from_env()
+        self.filters = {"label": labels.filters(name, labels.ROLE_REPLICA)}
+        self.counts: list[int] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.counts.append(len(self.client.api.containers(filters=self.filters)))
+            self.done.wait(0.05)
+
+    def stop(self) -> list[int]:
+        self.done.set()
+        self.join()
+        self.client.close()
+        return self.counts
+
+
+def _one(
+    migrate: int,
+    image_from: str,
+    image_to: str,
+    replicas: int,
+    port: int,
+    users: int,
+    workdir: Path,
+    state: Path,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    host.TCP_MIGRATE_REQ.write_text(f"{migrate}\n")
+    name = f"bench-rollout-{os.getpid()}"
+    up = _cli(state, "up", image_from, "-n", str(replicas), "-p", str(port), "--name", name, "-d")
+    if up.returncode != 0:
+        raise rl.SetupError(f"up failed: {up.stderr.strip()}")
+    locust = None
+    try:
+        files = locustrun.LocustFiles(workdir, f"rollout_migrate{migrate}")
+        locust = locustrun.start(port, users, 60, files)
+        locustrun.wait_ready(locust, files)
+        time.sleep(WARMUP_S)
+        counter = _Counter(name)
+        counter.start()
+        started = time.monotonic()
+        result = _cli(state, "rollout", name, "--image", image_to, "--min-ready", str(MIN_READY_S))
+        seconds = time.monotonic() - started
+        counts = counter.stop()
+        time.sleep(TAIL_S)
+        locustrun.stop(locust)
+        stats = json.loads(files.stdout.read_text() or "[]")
+        recorded = json.loads(files.replicas.read_text())
+        progress(f"rollout (tcp_migrate_req={migrate}): {result.returncode=} in {seconds:.1f} s")
+        return {
+            "tcp_migrate_req": migrate,
+            "rollout_ok": result.returncode == 0,
+            "rollout_s": round(seconds, 2),
+            "requests": sum(int(e.get("num_requests", 0)) for e in stats),
+            "failures": sum(int(e.get("num_failures", 0)) for e in stats),
+            "failures_by_error": recorded.get("failures_by_error", {}),
+            "running_min": min(counts, default=0),
+            "running_max": max(counts, default=0),
+        }
+    finally:
+        if locust is not None:
+            locustrun.stop(locust)
+        _cli(state, "down", name)
+
+
+def run_rollout(
+    image_from: str,
+    image_to: str,
+    replicas: int,
+    port: int,
+    users: int,
+    workdir: Path,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    before = host.tcp_migrate_req()
+    if before is None:
+        return {"skipped": "this kernel has no net.ipv4.tcp_migrate_req"}
+    (port,) = rl.free_ports(port, 1)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="reuseport-rolling-") as state:
+        try:
+            for migrate in (1, 0):
+                runs.append(
+                    _one(
+                        migrate,
+                        image_from,
+                        image_to,
+                        replicas,
+                        port,
+                        users,
+                        workdir,
+                        Path(state),
+                        progress,
+                    )
+                )
+        finally:
+            host.TCP_MIGRATE_REQ.write_text(f"{before}\n")  # as it was
+    return {
+        "replicas": replicas,
+        "from": image_from,
+        "to": image_to,
+        "users": users,
+        "min_ready_s": MIN_READY_S,
+        "max_surge": 1,
+        "max_unavailable": 0,
+        "runs": runs,
+    }
