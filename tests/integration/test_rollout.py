@@ -114,7 +114,11 @@ def test_rollout_refuses_an_image_running_under_another_uid(
     up_v1(service, replicas=2)
     tag = f"reuseport-demo:{service.name}-nobody"
     service.client.images.build(
-        fileobj=io.BytesIO(b"FROM reuseport-demo:v1\nUSER 65534\n"), tag=tag
+        # rm/forcerm: the SDK otherwise leaves the build's intermediate containers behind
+        fileobj=io.BytesIO(b"FROM reuseport-demo:v1\nUSER 65534\n"),
+        tag=tag,
+        rm=True,
+        forcerm=True,
     )
     try:
         before = service.replica_ids()
