@@ -221,6 +221,7 @@ def charts(results: dict[str, Any], out_dir: Path) -> list[Path]:
                 label="replica killed" if number == 0 else None,
             )
         axis.set_xlabel("seconds since load start")
+        axis.set_ylim(bottom=0)  # a dip must look like one
         axis.set_title("chaos: throughput while replicas are killed")
         axis.legend()
         fig.tight_layout()
