@@ -37,7 +37,12 @@ def locust_bin() -> str:
 
 
 def start(
-    port: int, users: int, duration_s: float, files: LocustFiles, margin_s: float = 0.0
+    port: int,
+    users: int,
+    duration_s: float,
+    files: LocustFiles,
+    margin_s: float = 0.0,
+    user_classes: tuple[str, ...] = USER_CLASSES,
 ) -> subprocess.Popen[bytes]:
     for stale in (files.replicas, files.ready):
         stale.unlink(missing_ok=True)
@@ -65,7 +70,7 @@ def start(
         "WARNING",
         "--exit-code-on-error",
         "0",
-        *USER_CLASSES,
+        *user_classes,
     ]
     env = {
         **os.environ,

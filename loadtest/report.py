@@ -94,7 +94,8 @@ def checks(results: dict[str, Any]) -> list[Check]:
         if run["tcp_migrate_req"] == 1:
             found.append(
                 Check(
-                    "rollout under load with tcp_migrate_req=1: no failed request",
+                    f"rollout under load ({run.get('clients', 'mixed')} clients, "
+                    "tcp_migrate_req=1): no failed request",
                     run["failures"] == 0 and run["rollout_ok"],
                     f"{run['failures']} failed of {run['requests']}",
                 )
@@ -168,7 +169,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         for run in rollout["runs"]:
             lines.append(
-                f"- net.ipv4.tcp_migrate_req={run['tcp_migrate_req']}: {run['failures']} failed of {run['requests']:,} requests, "
+                f"- {run.get('clients', 'mixed')} clients, net.ipv4.tcp_migrate_req={run['tcp_migrate_req']}: {run['failures']} failed of {run['requests']:,} requests, "
                 f"{'completed' if run['rollout_ok'] else 'FAILED'} in {_fmt(run['rollout_s'], 1)} s, running replicas between {run['running_min']} and {run['running_max']}"
             )
     scale = results.get("scaleout")

@@ -1,5 +1,6 @@
-"""Rollout under load: v1 -> v2 with locust running, once with net.ipv4.tcp_migrate_req=1
-and once with 0, so the failed-request counts side by side say what the setting is worth.
+"""Rollout under load: v1 -> v2 with locust running, for each client kind alone (a new
+connection per request; keep-alive), once with net.ipv4.tcp_migrate_req=1 and once with 0,
+so the failed-request counts side by side say what the setting is worth.
 
 The host setting is restored to what it was before, whatever happens.
 """
@@ -26,6 +27,7 @@ from reuseport import host, labels
 WARMUP_S = 2.0
 TAIL_S = 2.0
 MIN_READY_S = 0.5
+CLIENTS = ("NewConnectionUser", "KeepAliveUser")
 
 
 def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -63,6 +65,7 @@ class _Counter(threading.Thread):
 
 def _one(
     migrate: int,
+    clients: str,
     image_from: str,
     image_to: str,
     replicas: int,
@@ -79,8 +82,8 @@ def _one(
         raise rl.SetupError(f"up failed: {up.stderr.strip()}")
     locust = None
     try:
-        files = locustrun.LocustFiles(workdir, f"rollout_migrate{migrate}")
-        locust = locustrun.start(port, users, 60, files)
+        files = locustrun.LocustFiles(workdir, f"rollout_{clients}_migrate{migrate}")
+        locust = locustrun.start(port, users, 60, files, user_classes=(clients,))
         locustrun.wait_ready(locust, files)
         time.sleep(WARMUP_S)
         counter = _Counter(name)
@@ -93,8 +96,12 @@ def _one(
         locustrun.stop(locust)
         stats = json.loads(files.stdout.read_text() or "[]")
         recorded = json.loads(files.replicas.read_text())
-        progress(f"rollout (tcp_migrate_req={migrate}): {result.returncode=} in {seconds:.1f} s")
+        progress(
+            f"rollout with {clients} clients, tcp_migrate_req={migrate}: "
+            f"{'completed' if result.returncode == 0 else 'FAILED'} in {seconds:.1f} s"
+        )
         return {
+            "clients": clients,
             "tcp_migrate_req": migrate,
             "rollout_ok": result.returncode == 0,
             "rollout_s": round(seconds, 2),
@@ -126,20 +133,24 @@ def run_rollout(
     runs = []
     with tempfile.TemporaryDirectory(prefix="reuseport-rolling-") as state:
         try:
-            for migrate in (1, 0):
-                runs.append(
-                    _one(
-                        migrate,
-                        image_from,
-                        image_to,
-                        replicas,
-                        port,
-                        users,
-                        workdir,
-                        Path(state),
-                        progress,
+            # Each client kind alone: keep-alive clients meet the drain on their open
+            # connections, new-connection clients meet it in the closing listener's queue.
+            for clients in CLIENTS:
+                for migrate in (1, 0):
+                    runs.append(
+                        _one(
+                            migrate,
+                            clients,
+                            image_from,
+                            image_to,
+                            replicas,
+                            port,
+                            users,
+                            workdir,
+                            Path(state),
+                            progress,
+                        )
                     )
-                )
         finally:
             host.TCP_MIGRATE_REQ.write_text(f"{before}\n")  # as it was
     return {

@@ -49,7 +49,13 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     assert chaos["replacement_ms"]["median"] > 0 and chaos["docker_policy_ms"]["median"] > 0
     assert data["scaleout"]["seconds"] > 0
     runs = data["rollout"]["runs"]
-    assert [r["tcp_migrate_req"] for r in runs] == [1, 0] and all(r["rollout_ok"] for r in runs)
+    assert [(r["clients"], r["tcp_migrate_req"]) for r in runs] == [
+        ("NewConnectionUser", 1),
+        ("NewConnectionUser", 0),
+        ("KeepAliveUser", 1),
+        ("KeepAliveUser", 0),
+    ]
+    assert all(r["rollout_ok"] for r in runs)
     assert all(r["requests"] > 0 for r in runs)
     assert {"results.md", "setups.png", "chaos.png"} <= {p.name for p in out.iterdir()}
     assert "| reuseport:" in (out / "results.md").read_text()
