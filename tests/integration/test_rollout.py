@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reuseport import host, labels
-from tests.integration.conftest import Service, assert_one_line_error, wait_for
+from tests.integration.conftest import Service, assert_one_line_error, terminate, wait_for
 from tests.integration.load import Load
 
 
@@ -158,3 +159,61 @@ def test_scale_down_under_load_has_zero_failed_requests(
         requests_at_two = load.requests
         wait_for(lambda: load.requests > requests_at_two + 50, timeout=10, what="load on 2")
     assert load.failures == [], load.failures[:5]
+
+
+def test_interrupted_rollout_is_finished_by_the_supervisor(service: Service) -> None:
+    up_v1(service, replicas=3)
+    process = service.popen(
+        "rollout", service.name, "--image", "reuseport-demo:v2", "--min-ready", "2"
+    )
+    try:
+        # Interrupt once the first new replica runs beside the old ones.
+        wait_for(
+            lambda: "reuseport-demo:v2" in {r["image"] for r in service.ps()},
+            timeout=30,
+            what="first new replica",
+        )
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "the supervisor goes on rolling" in err and "--undo" in err
+    # A consistent service: the supervisor completes the rollout, never below N - U ready.
+    ready_counts: list[int] = []
+
+    def converged() -> bool:
+        rows = service.ps()
+        ready_counts.append(sum(1 for r in rows if r["listening"]))
+        return (
+            {r["image"] for r in rows} == {"reuseport-demo:v2"}
+            and len(rows) == 3
+            and all(r["listening"] for r in rows)
+        )
+
+    wait_for(converged, timeout=60, what="rollout completed by the supervisor")
+    assert min(ready_counts) >= 3
+
+
+def test_rollout_of_a_foreground_service_and_the_migrate_flag(service: Service) -> None:
+    before = host.tcp_migrate_req()
+    process = service.popen(*service.up_args(replicas=2, image="reuseport-demo:v1"))
+    try:
+        wait_for(lambda: len(service.listening()) == 2, timeout=60, what="2 listening")
+        host.TCP_MIGRATE_REQ.write_text("0\n")
+        result = service.cli(
+            "rollout", service.name, "--image", "reuseport-demo:v2", "--tcp-migrate-req"
+        )
+        assert result.returncode == 0, result.stderr
+        assert "set net.ipv4.tcp_migrate_req=1 (was 0)" in result.stderr
+        assert host.tcp_migrate_req() == 1
+        assert {r["image"] for r in service.ps()} == {"reuseport-demo:v2"}
+        host.TCP_MIGRATE_REQ.write_text("0\n")
+        warned = service.cli("rollout", service.name, "--undo")
+        assert warned.returncode == 0, warned.stderr
+        assert warned.stderr.count("sysctl -w net.ipv4.tcp_migrate_req=1") == 1  # warned once
+    finally:
+        host.TCP_MIGRATE_REQ.write_text(f"{before}\n")
+        out, err = terminate(process)
+    assert "stopped and removed 2 replicas" in err
