@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -39,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--replicas", type=int, default=4, help="replicas per setup (4)")
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (10)")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="wrk runs per setup, alternating (3)"
+        "--repeats", type=int, default=5, help="wrk runs per setup, alternating (5)"
     )
     parser.add_argument(
         "--connections", type=int, default=64, help="wrk keep-alive connections (64)"
@@ -102,8 +103,13 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: every part tears down in finally
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     parts = args.only.split(",")
     require_images()
     from loadtest import chaos, rolling, scaleout, setups, throughput

@@ -137,6 +137,18 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(fig.get('p50_ms'), 2)} | {_fmt(fig.get('p99_ms'), 2)} | {fig.get('errors', 0)} | "
                 f"{_fmt(ratio[name]['rps'], 2)} | {_fmt(ratio[name]['p99'], 2)} |"
             )
+        spreads = []
+        for name in [n for n in SETUP_ORDER if n in setups]:
+            rates = [r["rps"] for r in setups[name].get("runs", []) if r.get("rps")]
+            if len(rates) > 1:
+                spreads.append(f"{name} {min(rates):,.0f}-{max(rates):,.0f}")
+        if spreads:
+            lines += [
+                "",
+                "Run-to-run range of req/s (this 2-core machine also runs wrk): "
+                + "; ".join(spreads)
+                + ".",
+            ]
         shares = tp.get("shares", {})
         if shares:
             lines += ["", "Per-replica share of new connections (max/min):", ""]
