@@ -1,153 +1,175 @@
-"""The setups the throughput benchmark compares, all started at once so runs alternate.
+"""The setups the throughput benchmark compares, all running at once so runs can alternate.
 
-* reuseport: N replicas on one port, started by the tool (`up -d`);
-* manual: the same N replicas on one port, started by hand with the Docker SDK;
+* reuseport: N replicas on one port, started by the tool (``up -d``);
+* manual: the same N replicas on one port, started by hand (``docker run``, host network);
 * nginx / haproxy: Debian's proxy on the host in front of N replicas on N ports;
-* limit: the same N backends, each hit directly on its own port (no hop, perfect balance);
+* limit: those N backends, each hit directly on its own port (no hop, perfect balance);
 * single: one replica alone.
 
-Everything is labelled (``io.reuseport.bench.run``) and removed in ``finally``; proxies run
-as our own foreground children with their files in a temp dir.
+Containers carry ``io.reuseport.bench=1`` and a per-run label and are removed by label;
+proxies run as our own foreground children with conf, pid and logs in a temp dir. All of
+it is torn down in ``finally`` (exceptions, Ctrl-C, SIGTERM mapped to KeyboardInterrupt).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import docker
 import httpx
 
-from benchmarks import replace_latency as rl
-from reuseport import kernel
+from benchmarks.replace_latency import free_ports
+from loadtest.shares import raise_fd_limit
+from reuseport import kernel, labels
 
+BENCH_LABEL = "io.reuseport.bench"
 RUN_LABEL = "io.reuseport.bench.run"
+NAMES = ("reuseport", "manual", "nginx", "haproxy", "limit", "single")
 BINARIES = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy"}
+# Debian's packages ship a service that postinst would start (nginx on :80); its pidfile.
+SERVICE_PIDFILES = {"nginx": Path("/run/nginx.pid"), "haproxy": Path("/run/haproxy.pid")}
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 READY_TIMEOUT_S = 60.0
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+FD_LIMIT = 16384  # 1024 client + 1024 upstream connections per proxy, with room to spare
+
+
+class Setup(Protocol):
+    name: str
+    description: str
+    port: int  # the single entry port, or the first backend port for "limit"
+
+    def urls(self) -> list[str]: ...
 
 
 @dataclass
-class Setup:
+class RunningSetup:
     name: str
     description: str
     port: int
-    urls: list[str] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)  # several entry ports ("limit")
+
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{p}/" for p in (self.ports or [self.port])]
 
 
-def ensure_packages(names: list[str]) -> None:
-    """Install Debian packages whose binaries are missing, without starting their services
-    (a policy-rc.d that says 101 keeps postinst from launching nginx/haproxy on port 80)."""
-    missing = [n for n in names if shutil.which(BINARIES.get(n, n)) is None]
-    if not missing:
-        return
+# --------------------------------------------------------------------------- packages
+
+
+def _which(binary: str) -> str | None:
+    # A non-login root shell may lack the sbin dirs, where nginx and haproxy live.
+    path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+    return shutil.which(binary, path=path)
+
+
+@contextlib.contextmanager
+def _services_held() -> Iterator[None]:
+    """policy-rc.d saying 101 (action forbidden) while apt runs, so no postinst starts a
+    service; a pre-existing policy-rc.d is put back byte for byte afterwards."""
     saved = POLICY_RC_D.read_bytes() if POLICY_RC_D.exists() else None
+    before = POLICY_RC_D.stat() if saved is not None else None
     POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
     POLICY_RC_D.chmod(0o755)
     try:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "-qq", *missing], env=env, capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"apt-get install {' '.join(missing)} failed: {done.stderr[-500:]}")
+        yield
     finally:
         if saved is None:
             POLICY_RC_D.unlink(missing_ok=True)
         else:
             POLICY_RC_D.write_bytes(saved)
+            if before is not None:
+                POLICY_RC_D.chmod(before.st_mode)
+                os.utime(POLICY_RC_D, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
-def _wait(what: str, ready: callable) -> None:  # type: ignore[valid-type]
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not get ready within {READY_TIMEOUT_S:g} s")
-        time.sleep(0.05)
-
-
-def _listeners(port: int) -> int:
-    return len(kernel.listening_inodes(port))
-
-
-def _http_ok(url: str) -> bool:
+def _service_pid(name: str) -> int | None:
+    """The pid of the package's system service if it runs (our own proxies never write
+    the system pidfile: theirs lives in a temp dir)."""
     try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        pid = int(SERVICE_PIDFILES[name].read_text().split()[0])
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (KeyError, OSError, ValueError, IndexError):
+        return None
+    return pid if comm == name else None
 
 
-class _Bench:
-    def __init__(self, image: str, replicas: int, work: Path) -> None:
-        self.image, self.replicas, self.work = image, replicas, work
-        self.run_id = f"tp-{os.getpid()}"
-        self.tool_name = f"bench-tp-{os.getpid()}"
-        self.client = docker.from_env(timeout=60)
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.tool_started = False
+def _stop_services(names: list[str]) -> None:
+    """Double check: stop any service the install started anyway, then make sure it's gone."""
+    for name in names:
+        if _service_pid(name) is None:
+            continue
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # no `service` here
+            subprocess.run(["service", name, "stop"], capture_output=True, timeout=60)
+        pid = _service_pid(name)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            time.sleep(1)
+        if _service_pid(name) is not None:
+            raise RuntimeError(f"the {name} system service runs and would not stop")
+    for listener in kernel.listeners(80):  # the default site of Debian's nginx
+        if listener.program in names:
+            raise RuntimeError(f"{listener.program} still listens on :80 (pids {listener.pids})")
 
-    def container(self, port: int, replica: int) -> None:
-        api = self.client.api
-        created = api.create_container(
-            self.image,
-            environment={"PORT": str(port), "REPLICA": str(replica)},
-            labels={"io.reuseport.bench": "1", RUN_LABEL: self.run_id},
-            host_config=api.create_host_config(network_mode="host", init=True),
+
+def ensure_packages(names: list[str]) -> None:
+    """``apt-get install -y`` the Debian packages among ``names`` whose binary is missing,
+    without letting their postinst start system services (nginx would take port 80)."""
+    missing = [n for n in names if _which(BINARIES.get(n, n)) is None]
+    if not missing:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with _services_held():
+        # An index that is merely stale still installs; only the install's failure counts.
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *missing], env=env, capture_output=True, text=True
         )
-        api.start(created["Id"])
+    # Even after a failed install: a postinst that ran may have started its service.
+    _stop_services([n for n in missing if n in SERVICE_PIDFILES])
+    if done.returncode != 0:
+        raise RuntimeError(f"apt-get install {' '.join(missing)} failed: {done.stderr[-800:]}")
+    still = [n for n in missing if _which(BINARIES.get(n, n)) is None]
+    if still:
+        raise RuntimeError(f"installed {', '.join(missing)} but {', '.join(still)} is missing")
 
-    def tool(self, port: int) -> None:
-        env = {**os.environ, "REUSEPORT_STATE_DIR": str(self.work / "state")}
-        self.tool_started = True
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "reuseport",
-                "up",
-                self.image,
-                "-n",
-                str(self.replicas),
-                "-p",
-                str(port),
-                "--name",
-                self.tool_name,
-                "-d",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
 
-    def nginx(self, port: int, backends: list[int]) -> None:
-        tmp = self.work / "nginx"
-        tmp.mkdir()
-        servers = "\n".join(f"    server 127.0.0.1:{b};" for b in backends)
-        (tmp / "nginx.conf").write_text(f"""
-worker_processes auto;
-pid {tmp}/nginx.pid;
+# --------------------------------------------------------------------------- proxy configs
+
+
+def nginx_conf(port: int, backends: list[int], tmp: Path) -> str:
+    servers = "\n".join(f"    server 127.0.0.1:{b};" for b in backends)
+    temp = " ".join(f"{kind}_temp_path {tmp}/{kind};" for kind in ("client_body", "proxy"))
+    more = " ".join(f"{kind}_temp_path {tmp}/{kind};" for kind in ("fastcgi", "uwsgi", "scgi"))
+    # keepalive_requests: nginx >= 1.19.10 closes a connection after 1000 requests (both
+    # sides); the direct setups never reconnect, so nginx should not have to either.
+    return f"""worker_processes auto;
 error_log {tmp}/error.log warn;
-events {{ worker_connections 8192; }}
+events {{ worker_connections 4096; }}
 http {{
   access_log off;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  {temp}
+  {more}
   upstream app {{
 {servers}
     keepalive 64;
+    keepalive_requests 1000000;
   }}
   server {{
-    listen 127.0.0.1:{port} backlog=1024;
+    listen 127.0.0.1:{port};
     keepalive_requests 1000000;
     location / {{
       proxy_pass http://app;
@@ -156,33 +178,17 @@ http {{
     }}
   }}
 }}
-""")
-        self._spawn(
-            [
-                "nginx",
-                "-e",
-                str(tmp / "error.log"),
-                "-p",
-                str(tmp),
-                "-c",
-                str(tmp / "nginx.conf"),
-                "-g",
-                "daemon off;",
-            ],
-            tmp / "stderr.log",
-        )
+"""
 
-    def haproxy(self, port: int, backends: list[int]) -> None:
-        tmp = self.work / "haproxy"
-        tmp.mkdir()
-        servers = "\n".join(f"  server s{i} 127.0.0.1:{b}" for i, b in enumerate(backends, 1))
-        (tmp / "haproxy.cfg").write_text(f"""
-global
-  # 2 x 1024 client + server connections fit; more would need a higher fd limit
+
+def haproxy_cfg(port: int, backends: list[int]) -> str:
+    servers = "\n".join(f"  server s{i} 127.0.0.1:{b}" for i, b in enumerate(backends, 1))
+    return f"""global
   maxconn 4096
   nbthread {os.cpu_count() or 1}
 defaults
   mode http
+  maxconn 4096
   timeout connect 5s
   timeout client 30s
   timeout server 30s
@@ -194,96 +200,217 @@ frontend fe
 backend be
   balance roundrobin
 {servers}
-""")
-        self._spawn(["haproxy", "-db", "-f", str(tmp / "haproxy.cfg")], tmp / "stderr.log")
+"""
 
-    def _spawn(self, command: list[str], log: Path) -> None:
+
+# --------------------------------------------------------------------------- running
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class _Bench:
+    """Everything one run starts, and its removal."""
+
+    def __init__(self, image: str, replicas: int, work: Path) -> None:
+        self.image, self.replicas, self.work = image, replicas, work
+        self.run_id = f"tp-{os.getpid()}-{secrets.token_hex(3)}"
+        self.tool_name = f"bench-{self.run_id}"
+        self.tool_env = {**os.environ, "REUSEPORT_STATE_DIR": str(work / "state")}
+        self.client = docker.from_env(timeout=60)
+        self.client.images.get(image)  # fail early and clearly (no registry to pull from)
+        self.proxies: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        self.tool_started = False
+
+    def wait(self, what: str, ready: Callable[[], bool], proxy: str | None = None) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready():
+            if proxy is not None and self.proxies[proxy][0].poll() is not None:
+                log = self.proxies[proxy][1].read_text(errors="replace")[-800:]
+                raise RuntimeError(f"{proxy} exited while starting:\n{log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not ready within {READY_TIMEOUT_S:g} s")
+            time.sleep(0.05)
+
+    def container(self, port: int, replica: int) -> None:
+        # What the tool does per replica (engine/docker.py): host network, docker-init,
+        # PORT and REPLICA; the app itself sets SO_REUSEPORT.
+        api = self.client.api
+        created = api.create_container(
+            self.image,
+            environment={"PORT": str(port), "REPLICA": str(replica)},
+            labels={BENCH_LABEL: "1", RUN_LABEL: self.run_id},
+            host_config=api.create_host_config(network_mode="host", init=True),
+        )
+        api.start(created["Id"])
+
+    def tool_up(self, port: int) -> None:
+        self.tool_started = True  # before the call: a half-done `up` still needs `down`
+        command = [sys.executable, "-m", "reuseport", "up", self.image]
+        command += ["-n", str(self.replicas), "-p", str(port), "--name", self.tool_name, "-d"]
+        done = subprocess.run(
+            command, env=self.tool_env, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"reuseport up failed ({done.returncode}): {done.stderr[-800:]}")
+
+    def proxy(self, name: str, command: list[str]) -> None:
+        log = self.work / name / "output.log"
         with open(log, "wb") as handle:
-            self.processes.append(
-                subprocess.Popen(command, stdout=handle, stderr=handle, start_new_session=True)
+            # Own session: a terminal's Ctrl-C reaches us, and we stop the proxy in order.
+            process = subprocess.Popen(
+                command, stdout=handle, stderr=handle, start_new_session=True
             )
+        self.proxies[name] = (process, log)
 
-    def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    def nginx(self, port: int, backends: list[int]) -> None:
+        tmp = self.work / "nginx"
+        tmp.mkdir()
+        (tmp / "nginx.conf").write_text(nginx_conf(port, backends, tmp))
+        directives = f"daemon off; pid {tmp}/nginx.pid;"
+        self.proxy(
+            "nginx",
+            ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")]
+            + ["-g", directives],
+        )
+
+    def haproxy(self, port: int, backends: list[int]) -> None:
+        tmp = self.work / "haproxy"
+        tmp.mkdir()
+        (tmp / "haproxy.cfg").write_text(haproxy_cfg(port, backends))
+        self.proxy("haproxy", ["haproxy", "-db", "-f", str(tmp / "haproxy.cfg")])
+
+    def close(self) -> list[str]:
+        """Remove everything; each step runs even if an earlier one failed."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            (f"stop {name}", partial(_stop_process, process))
+            for name, (process, _log) in self.proxies.items()
+        ]
         if self.tool_started:
-            env = {**os.environ, "REUSEPORT_STATE_DIR": str(self.work / "state")}
-            subprocess.run(
-                [sys.executable, "-m", "reuseport", "down", self.tool_name],
-                env=env,
-                capture_output=True,
-                timeout=120,
-            )
-        for container in self.client.containers.list(
-            all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}
-        ):
+            down = [sys.executable, "-m", "reuseport", "down", self.tool_name]
+            run = partial(subprocess.run, env=self.tool_env, capture_output=True, check=True)
+            steps.append(("reuseport down", partial(run, down, timeout=120)))
+        # By label as well: whatever `down` missed, and our hand-started containers.
+        for label in (f"{RUN_LABEL}={self.run_id}", f"{labels.SERVICE}={self.tool_name}"):
+            steps.append((f"remove {label}", partial(self._remove, label)))
+        steps.append(("docker client", self.client.close))
+        problems: list[str] = []
+        for what, action in steps:
+            try:
+                action()
+            except Exception as exc:  # keep tearing down; reported at the end
+                problems.append(f"{what}: {exc}")
+        return problems
+
+    def _remove(self, label: str) -> None:
+        for container in self.client.containers.list(all=True, filters={"label": label}):
             container.remove(force=True)
-        self.client.close()
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (nginx and haproxy stop their workers), SIGKILL the whole group if stuck."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # orphaned workers, if any
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """A second Ctrl-C or SIGTERM during teardown must not abort it half way: hold them,
+    and raise KeyboardInterrupt after teardown if one came and nothing else is raising."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    saved = {s: signal.signal(s, lambda n, _f: caught.append(n)) for s in _DEFERRED}
+    in_flight = sys.exc_info()[1] is not None
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    if caught and not in_flight:
+        raise KeyboardInterrupt
+
+
+def _start(bench: _Bench, wanted: list[str], ports: Iterator[int]) -> dict[str, Setup]:
+    n = bench.replicas
+    started: dict[str, Setup] = {}
+
+    def listening(port: int, count: int) -> Callable[[], bool]:
+        return lambda: len(kernel.listening_inodes(port)) >= count
+
+    if "reuseport" in wanted:
+        port = next(ports)
+        bench.tool_up(port)  # returns once the kernel shows every replica listening
+        bench.wait("reuseport replicas", listening(port, n))
+        started["reuseport"] = RunningSetup(
+            "reuseport", f"{n} replicas on one port (the tool)", port
+        )
+    if "manual" in wanted:
+        port = next(ports)
+        for index in range(1, n + 1):
+            bench.container(port, index)
+        bench.wait("hand-started replicas", listening(port, n))
+        started["manual"] = RunningSetup("manual", f"{n} replicas on one port (docker run)", port)
+    backends: list[int] = []
+    if any(name in wanted for name in ("nginx", "haproxy", "limit")):
+        backends = [next(ports) for _ in range(n)]
+        for index, backend in enumerate(backends, 1):
+            bench.container(backend, index)
+        for backend in backends:
+            bench.wait(f"backend :{backend}", listening(backend, 1))
+    for name, label in (("nginx", "nginx"), ("haproxy", "HAProxy")):
+        if name in wanted:
+            port = next(ports)
+            getattr(bench, name)(port, backends)
+            bench.wait(name, listening(port, 1), proxy=name)
+            bench.wait(name, partial(_http_ok, f"http://127.0.0.1:{port}/"), proxy=name)
+            started[name] = RunningSetup(name, f"{label} in front of {n} ports", port)
+    if "limit" in wanted:
+        started["limit"] = RunningSetup(
+            "limit", f"each of {n} ports hit directly", backends[0], list(backends)
+        )
+    if "single" in wanted:
+        port = next(ports)
+        bench.container(port, 1)
+        bench.wait("single replica", listening(port, 1))
+        started["single"] = RunningSetup("single", "one replica alone", port)
+    return {name: started[name] for name in wanted}
 
 
 @contextlib.contextmanager
 def running_setups(
     image: str, replicas: int, base_port: int, names: Iterable[str]
 ) -> Iterator[dict[str, Setup]]:
-    wanted = list(names)
-    needs_backends = any(n in wanted for n in ("nginx", "haproxy", "limit"))
-    count = 5 + (replicas if needs_backends else 0)  # one port per single-port setup
-    ports = iter(rl.free_ports(base_port, count))
+    """Start the requested setups (see module doc), yield them all running, remove them."""
+    requested = set(names)
+    wanted = [n for n in NAMES if n in requested]
+    unknown = requested - set(NAMES)
+    if unknown:
+        raise ValueError(f"unknown setup(s): {', '.join(sorted(unknown))}")
+    raise_fd_limit(FD_LIMIT)  # inherited by wrk, nginx and haproxy
+    singles = sum(n in wanted for n in ("reuseport", "manual", "nginx", "haproxy", "single"))
+    backends = replicas if {"nginx", "haproxy", "limit"} & set(wanted) else 0
+    ports = iter(free_ports(base_port, singles + backends))
     work = Path(tempfile.mkdtemp(prefix="reuseport-throughput-"))
-    bench = _Bench(image, replicas, work)
-    setups: dict[str, Setup] = {}
+    bench: _Bench | None = None
     try:
-        if "reuseport" in wanted:
-            port = next(ports)
-            bench.tool(port)  # returns once the kernel shows every replica listening
-            setups["reuseport"] = Setup(
-                "reuseport", f"{replicas} replicas on one port (the tool)", port
-            )
-        if "manual" in wanted:
-            port = next(ports)
-            for index in range(1, replicas + 1):
-                bench.container(port, index)
-            _wait("hand-started replicas", lambda: _listeners(port) == replicas)  # noqa: B023
-            setups["manual"] = Setup(
-                "manual", f"{replicas} replicas on one port (docker run)", port
-            )
-        backends = [next(ports) for _ in range(replicas)] if needs_backends else []
-        for index, backend in enumerate(backends, 1):
-            bench.container(backend, index)
-        for backend in backends:
-            _wait(f"backend :{backend}", lambda b=backend: _listeners(b) == 1)  # type: ignore[misc]
-        if "nginx" in wanted:
-            port = next(ports)
-            bench.nginx(port, backends)
-            _wait("nginx", lambda: _http_ok(f"http://127.0.0.1:{port}/"))  # noqa: B023
-            setups["nginx"] = Setup("nginx", f"nginx in front of {replicas} ports", port)
-        if "haproxy" in wanted:
-            port = next(ports)
-            bench.haproxy(port, backends)
-            _wait("haproxy", lambda: _http_ok(f"http://127.0.0.1:{port}/"))  # noqa: B023
-            setups["haproxy"] = Setup("haproxy", f"HAProxy in front of {replicas} ports", port)
-        if "limit" in wanted:
-            setups["limit"] = Setup(
-                "limit",
-                f"each of {replicas} ports hit directly",
-                backends[0],
-                [f"http://127.0.0.1:{b}/" for b in backends],
-            )
-        if "single" in wanted:
-            port = next(ports)
-            bench.container(port, 1)
-            _wait("single replica", lambda: _listeners(port) == 1)  # noqa: B023
-            setups["single"] = Setup("single", "one replica alone", port)
-        for setup in setups.values():
-            if not setup.urls:
-                setup.urls = [f"http://127.0.0.1:{setup.port}/"]
-        yield setups
+        bench = _Bench(image, replicas, work)
+        yield _start(bench, wanted, ports)
     finally:
-        bench.close()
-        shutil.rmtree(work, ignore_errors=True)
+        with _signals_deferred():
+            problems = bench.close() if bench is not None else []
+            shutil.rmtree(work, ignore_errors=True)
+        if problems:
+            print("loadtest: teardown: " + "; ".join(problems), file=sys.stderr)

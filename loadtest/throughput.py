@@ -1,9 +1,14 @@
-"""Throughput and latency of every setup with wrk, repeated with the setups alternating
-(so drift of the machine hits all alike), reported as medians; plus the kernel's
-per-replica share of new connections."""
+"""Throughput and latency of every setup with wrk, and the kernel's per-replica share of
+new connections.
+
+All setups run at once; each repeat measures them one after the other in a rotated order,
+so drift of the machine (thermal, page cache, noisy neighbours) hits every setup alike,
+and the report takes medians over the repeats.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -12,11 +17,47 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from loadtest import setups as setups_mod
 from loadtest import shares, wrk
+from loadtest.setups import NAMES, Setup, ensure_packages, running_setups
 
-ALL = ("reuseport", "manual", "nginx", "haproxy", "limit", "single")
-PAUSE_S = 1.0
+PAUSE_S = 1.0  # lets TIME_WAIT sockets and the previous run's backlog settle between runs
+WARMUP_S = 1.0  # first connections, upstream keep-alive pools, page faults: not measured
+SHARE_SETUPS = ("reuseport", "manual")  # the proxies balance round-robin by design
+
+
+def _measure(setup: Setup, connections: int, duration_s: float) -> wrk.WrkResult:
+    urls = setup.urls()
+    if len(urls) > 1:
+        return wrk.run_wrk_split(urls, connections, duration_s)
+    return wrk.run_wrk(urls[0], connections, duration_s, threads=2)
+
+
+def _summary(description: str, results: list[wrk.WrkResult]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "rps": round(statistics.median(r.rps for r in results), 1),
+        "p50_ms": round(statistics.median(r.p50_ms for r in results), 3),
+        "p99_ms": round(statistics.median(r.p99_ms for r in results), 3),
+        "errors": sum(r.errors for r in results),
+        "runs": [asdict(r) for r in results],
+    }
+
+
+def _shares(
+    running: dict[str, Setup], replicas: int, counts: tuple[int, ...]
+) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for count in counts:
+        found[str(count)] = {}
+        for name in SHARE_SETUPS:
+            if name in running:
+                per = shares.connection_shares(running[name].port, count)
+                found[str(count)][name] = {
+                    "per_replica": dict(sorted(per.items(), key=lambda kv: int(kv[0]))),
+                    "max_over_min": shares.max_over_min(per, replicas),
+                }
+                time.sleep(PAUSE_S)
+    return found
 
 
 def run_throughput(
@@ -29,65 +70,53 @@ def run_throughput(
     share_connections: tuple[int, ...] = (64, 1024),
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    runs: dict[str, list[wrk.WrkResult]] = {name: [] for name in ALL}
-    with setups_mod.running_setups(image, replicas, base_port, ALL) as running:
-        descriptions = {name: s.description for name, s in running.items()}
+    runs: dict[str, list[wrk.WrkResult]] = {name: [] for name in NAMES}
+    with running_setups(image, replicas, base_port, NAMES) as running:
+        progress("throughput: " + ", ".join(f"{n} :{s.port}" for n, s in running.items()))
+        for name in NAMES:
+            _measure(running[name], connections, WARMUP_S)
         for repeat in range(repeats):
-            order = list(ALL[repeat % len(ALL) :] + ALL[: repeat % len(ALL)])  # rotate
-            for name in order:
-                setup = running[name]
-                if len(setup.urls) > 1:
-                    result = wrk.run_wrk_split(setup.urls, connections, duration_s)
-                else:
-                    result = wrk.run_wrk(setup.urls[0], connections, duration_s)
+            shift = repeat % len(NAMES)
+            for name in NAMES[shift:] + NAMES[:shift]:
+                result = _measure(running[name], connections, duration_s)
                 runs[name].append(result)
                 progress(
                     f"throughput {repeat + 1}/{repeats} {name}: {result.rps:,.0f} req/s, "
-                    f"p99 {result.p99_ms:.2f} ms, {result.errors} errors"
+                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+                    f"{result.errors} errors"
                 )
                 time.sleep(PAUSE_S)
-        measured_shares = {}
-        for count in share_connections:
-            measured_shares[str(count)] = {}
-            for name in ("reuseport", "manual"):
-                per = shares.connection_shares(running[name].port, count)
-                spread = max(per.values()) / max(1, min(per.values())) if per else None
-                measured_shares[str(count)][name] = {
-                    "per_replica": per,
-                    "max_over_min": round(spread, 2) if spread else None,
-                }
+        measured_shares = _shares(running, replicas, share_connections)
+        descriptions = {name: setup.description for name, setup in running.items()}
     return {
         "replicas": replicas,
         "connections": connections,
         "duration_s": duration_s,
         "repeats": repeats,
         "tool": wrk.version(),
-        "setups": {
-            name: {
-                "description": descriptions[name],
-                "rps": round(statistics.median(r.rps for r in results), 1),
-                "p50_ms": round(statistics.median(r.p50_ms for r in results), 3),
-                "p99_ms": round(statistics.median(r.p99_ms for r in results), 3),
-                "errors": sum(r.errors for r in results),
-                "runs": [asdict(r) for r in results],
-            }
-            for name, results in runs.items()
-        },
+        "setups": {name: _summary(descriptions[name], runs[name]) for name in NAMES},
         "shares": measured_shares,
     }
 
 
 if __name__ == "__main__":
-    print(
-        json.dumps(
-            run_throughput(
-                "reuseport-demo:latest",
-                4,
-                21500,
-                float(sys.argv[1]) if len(sys.argv) > 1 else 2,
-                1,
-                64,
-            ),
-            indent=1,
-        )
+    # A standalone run of just this part: `.venv/bin/python -m loadtest.throughput -d 2 -r 1`
+    parser = argparse.ArgumentParser(prog="loadtest.throughput")
+    parser.add_argument("-d", "--duration", type=float, default=2)
+    parser.add_argument("-r", "--repeats", type=int, default=1)
+    parser.add_argument("-n", "--replicas", type=int, default=4)
+    parser.add_argument("-c", "--connections", type=int, default=64)
+    parser.add_argument("--base-port", type=int, default=21000)
+    parser.add_argument("--image", default="reuseport-demo:latest")
+    args = parser.parse_args()
+    ensure_packages(["wrk", "nginx", "haproxy"])
+    figures = run_throughput(
+        args.image,
+        args.replicas,
+        args.base_port,
+        args.duration,
+        args.repeats,
+        args.connections,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),  # stdout: JSON only
     )
+    print(json.dumps(figures, indent=1))
