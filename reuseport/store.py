@@ -31,6 +31,13 @@ class StateStore:
     def _path(self, name: str, kind: str) -> Path:
         return self.root / f"{name}.{kind}.json"
 
+    def spec_mtime(self, name: str) -> float | None:
+        """When the desired spec last changed (None: there is none); a cheap change check."""
+        try:
+            return self._path(name, "spec").stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def save_spec(self, spec: ServiceSpec) -> None:
         self._write(self._path(spec.name, "spec"), json.loads(spec.to_json()))
 

@@ -339,10 +339,8 @@ class Supervisor:
                 return
 
     def _reload_spec(self) -> bool:
-        path = self.store.root / f"{self.spec.name}.spec.json"
-        try:
-            mtime = os.stat(path).st_mtime
-        except FileNotFoundError:
+        mtime = self.store.spec_mtime(self.spec.name)
+        if mtime is None:
             return False
         if mtime != self._spec_mtime:
             self._spec_mtime = mtime
