@@ -12,9 +12,15 @@ Environment:
     APP_VERSION    version reported in responses (default "dev")
     DRAIN_TIMEOUT  seconds to wait for open connections after SIGTERM (default 8)
     REUSEPORT      "0" leaves SO_REUSEPORT unset (test hook for a broken app)
+    HEALTH_PORT    if set, also serve ``GET /healthz`` on this port (own to each replica)
 
 Routes: ``GET /`` (JSON with replica, pid, version), ``GET /healthz`` (``ok``),
 ``GET /sleep?s=0.5`` (waits, at most 30 s, then answers like ``/``); anything else 404.
+The health port answers only ``GET /healthz``; anything else there is 404.
+
+Signals: SIGTERM/SIGINT drain and exit. SIGUSR1 marks the replica unhealthy (``/healthz``
+answers 503 on both ports while every other route keeps serving), SIGUSR2 healthy again:
+a test hook for a replica whose app-level check fails although it still serves.
 
 The server runs on the plain asyncio event loop with a low-level ``asyncio.Protocol``:
 streams and http.server cost several times more CPU per request. All responses are
@@ -36,6 +42,10 @@ MAX_SLEEP = 30.0
 BACKLOG = 1024
 
 ResponseKey = tuple[str, bool, bool]  # (route, close connection, HEAD request)
+
+
+class ConfigError(Exception):
+    """A bad environment value: reported as one line on stderr, exit status 2."""
 
 
 def env_int(name: str, default: int) -> int:
@@ -64,12 +74,32 @@ class App:
         self.idle_grace = env_float("DRAIN_IDLE_GRACE", 1.0)
         self.grace_over = False
         self.reuseport = os.environ.get("REUSEPORT", "1").strip() != "0"
+        self.health_port = self._health_port()
+        # Flipped by SIGUSR1/SIGUSR2; only /healthz looks at it.
+        self.healthy = True
         self.pid = os.getpid()
         self.conns: set[HttpProtocol] = set()
         self.draining = False
         self.drained: asyncio.Event | None = None
         self.server: asyncio.Server | None = None
+        self.health_server: asyncio.Server | None = None
         self.responses: dict[ResponseKey, bytes] = self._build_responses()
+
+    def _health_port(self) -> int | None:
+        raw = os.environ.get("HEALTH_PORT", "").strip()
+        if not raw:
+            return None
+        try:
+            port = int(raw)
+        except ValueError:
+            port = -1
+        if not 0 < port < 65536:
+            raise ConfigError(f"invalid HEALTH_PORT {raw!r}: expected a port number 1-65535")
+        if port == self.port:
+            # It would fail to bind anyway (the main socket has SO_REUSEPORT, this one
+            # not), but "address in use" would send the reader looking for another app.
+            raise ConfigError(f"HEALTH_PORT {port} must differ from PORT")
+        return port
 
     def _build_responses(self) -> dict[ResponseKey, bytes]:
         """Prebuild every response: pid, replica and version never change."""
@@ -79,7 +109,13 @@ class App:
         ).encode()
         routes: dict[str, tuple[str, bytes, str, str]] = {
             "root": ("200 OK", info, "application/json", ""),
-            "healthz": ("200 OK", b"ok", "text/plain; charset=utf-8", ""),
+            "healthz": ("200 OK", b"ok\n", "text/plain; charset=utf-8", ""),
+            "unhealthy": (
+                "503 Service Unavailable",
+                b"unhealthy\n",
+                "text/plain; charset=utf-8",
+                "",
+            ),
             "notfound": ("404 Not Found", b"not found\n", "text/plain; charset=utf-8", ""),
             "badrequest": ("400 Bad Request", b"bad request\n", "text/plain; charset=utf-8", ""),
             "toolarge": (
@@ -125,21 +161,37 @@ class App:
                 self.drained.set()
             return
         self.draining = True
+        # Close the listener first so the kernel stops routing new connections to this
+        # replica; its siblings in the SO_REUSEPORT group take them over. The health
+        # listener goes too: a refused health check tells a prober this replica is gone.
+        # Both close before the log line, so whoever reads "draining" can rely on it.
+        if self.server is not None:
+            self.server.close()
+        if self.health_server is not None:
+            self.health_server.close()
         print(
             f"replica {self.replica} draining on {signame}: "
             f"{len(self.conns)} open connections, timeout {self.drain_timeout:g}s",
             flush=True,
         )
-        # Close the listener first so the kernel stops routing new connections to this
-        # replica; its siblings in the SO_REUSEPORT group take them over.
-        if self.server is not None:
-            self.server.close()
         loop = asyncio.get_running_loop()
         if self.drained is not None:
             loop.call_later(self.drain_timeout, self.drained.set)
         loop.call_later(self.idle_grace, self.end_grace)
         if not self.conns and self.drained is not None:
             self.drained.set()
+
+    def set_healthy(self, healthy: bool, signame: str) -> None:
+        state = "healthy" if healthy else "unhealthy"
+        if healthy == self.healthy:
+            print(f"replica {self.replica} already {state} ({signame})", flush=True)
+            return
+        self.healthy = healthy
+        print(
+            f"replica {self.replica} {state} on {signame}: "
+            f"/healthz answers {200 if healthy else 503}",
+            flush=True,
+        )
 
     def end_grace(self) -> None:
         self.grace_over = True
@@ -148,12 +200,16 @@ class App:
 
 
 class HttpProtocol(asyncio.Protocol):
-    """One HTTP/1.1 connection. Requests are handled strictly in order."""
+    """One HTTP/1.1 connection. Requests are handled strictly in order.
 
-    __slots__ = ("app", "transport", "buf", "skip", "busy", "closing", "timer")
+    ``health_only``: a connection to the health port, where only /healthz exists.
+    """
 
-    def __init__(self, app: App) -> None:
+    __slots__ = ("app", "health_only", "transport", "buf", "skip", "busy", "closing", "timer")
+
+    def __init__(self, app: App, health_only: bool = False) -> None:
         self.app = app
+        self.health_only = health_only
         self.transport: asyncio.Transport | None = None
         self.buf = b""  # unparsed bytes (bytes concat is cheap for small heads)
         self.skip = 0  # request-body bytes still to discard
@@ -272,10 +328,12 @@ class HttpProtocol(asyncio.Protocol):
             self.send("notallowed", close, False)
             return
         path, _, query = target.partition(b"?")
-        if path == b"/":
+        if path == b"/healthz":
+            self.send("healthz" if self.app.healthy else "unhealthy", close, head_only)
+        elif self.health_only:
+            self.send("notfound", close, head_only)
+        elif path == b"/":
             self.send("root", close, head_only)
-        elif path == b"/healthz":
-            self.send("healthz", close, head_only)
         elif path == b"/sleep":
             self.start_sleep(query, close, head_only)
         else:
@@ -307,15 +365,15 @@ class HttpProtocol(asyncio.Protocol):
             self.process()  # requests that arrived while we slept
 
 
-def make_socket(app: App) -> socket.socket:
-    """Create the listener ourselves so SO_REUSEPORT is set before bind()."""
-    family = socket.AF_INET6 if ":" in app.host else socket.AF_INET
+def make_socket(host: str, port: int, reuseport: bool) -> socket.socket:
+    """Create the listener ourselves so SO_REUSEPORT is set (or not) before bind()."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if app.reuseport:
+        if reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((app.host, app.port))
+        sock.bind((host, port))
         sock.listen(BACKLOG)
     except BaseException:
         sock.close()
@@ -327,7 +385,7 @@ def make_socket(app: App) -> socket.socket:
 async def serve(app: App) -> int:
     loop = asyncio.get_running_loop()
     try:
-        sock = make_socket(app)
+        sock = make_socket(app.host, app.port, app.reuseport)
     except OSError as exc:
         # Tests and the supervisor look for this text (e.g. "Address already in use").
         print(
@@ -336,15 +394,41 @@ async def serve(app: App) -> int:
             flush=True,
         )
         return 1
+    health_sock: socket.socket | None = None
+    if app.health_port is not None:
+        try:
+            # No SO_REUSEPORT: each replica has its own health port, and a second
+            # process on it must fail rather than silently take half the checks.
+            health_sock = make_socket(app.host, app.health_port, reuseport=False)
+        except OSError as exc:
+            # A replica nobody can health-check must not look alive: give up before
+            # the main listener accepts anything.
+            sock.close()
+            print(
+                f"replica {app.replica}: cannot listen on health port "
+                f"{app.host}:{app.health_port}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
     app.drained = asyncio.Event()
     # backlog= matters: asyncio calls listen() again on start and would reset it to 100.
     app.server = await loop.create_server(lambda: HttpProtocol(app), sock=sock, backlog=BACKLOG)
-    # Without our own handler, Python as PID 1 in a container ignores SIGTERM.
+    if health_sock is not None:
+        app.health_server = await loop.create_server(
+            lambda: HttpProtocol(app, health_only=True), sock=health_sock, backlog=BACKLOG
+        )
+    # Without our own handler, Python as PID 1 in a container ignores SIGTERM. All
+    # handlers go in before the start-up line: SIGUSR1's default action would kill us.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.start_drain, sig.name)
+    loop.add_signal_handler(signal.SIGUSR1, app.set_healthy, False, "SIGUSR1")
+    loop.add_signal_handler(signal.SIGUSR2, app.set_healthy, True, "SIGUSR2")
     port = sock.getsockname()[1]
+    health = f", health on {app.host}:{app.health_port}" if health_sock is not None else ""
     print(
-        f"replica {app.replica} listening on {app.host}:{port} pid {app.pid} version {app.version}",
+        f"replica {app.replica} listening on {app.host}:{port} pid {app.pid} "
+        f"version {app.version}{health}",
         flush=True,
     )
     await app.drained.wait()
@@ -362,7 +446,12 @@ async def serve(app: App) -> int:
 
 
 def main() -> int:
-    app = App()
+    try:
+        app = App()
+    except ConfigError as exc:
+        replica = os.environ.get("REPLICA", "0")
+        print(f"replica {replica}: {exc}", file=sys.stderr, flush=True)
+        return 2
     return asyncio.run(serve(app))
 
 

@@ -68,7 +68,12 @@ def parse(output: str) -> WrkResult:
 
 
 def _command(
-    url: str, connections: int, duration_s: float, threads: int, timeout_s: float
+    url: str,
+    connections: int,
+    duration_s: float,
+    threads: int,
+    timeout_s: float,
+    connection: str = "keep-alive",
 ) -> list[str]:
     threads = max(1, min(threads, connections))  # wrk refuses fewer connections than threads
     return [
@@ -80,7 +85,7 @@ def _command(
         f"--timeout={max(_MIN_SECONDS, round(timeout_s))}s",
         # HTTP/1.1 keeps alive anyway; said explicitly so every setup gets the same header.
         "-H",
-        "Connection: keep-alive",
+        f"Connection: {connection}",
         url,
     ]
 
@@ -111,10 +116,16 @@ def _run_all(commands: list[list[str]], duration_s: float) -> list[WrkResult]:
 
 
 def run_wrk(
-    url: str, connections: int, duration_s: float, threads: int = 2, timeout_s: float = 5
+    url: str,
+    connections: int,
+    duration_s: float,
+    threads: int = 2,
+    timeout_s: float = 5,
+    connection: str = "keep-alive",
 ) -> WrkResult:
-    """One wrk run: ``connections`` keep-alive connections spread over ``threads`` threads."""
-    command = _command(url, connections, duration_s, threads, timeout_s)
+    """One wrk run: ``connections`` connections spread over ``threads`` threads;
+    ``connection="close"`` makes every request a new TCP connection (accept-heavy)."""
+    command = _command(url, connections, duration_s, threads, timeout_s, connection)
     return _run_all([command], duration_s)[0]
 
 

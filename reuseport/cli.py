@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,7 @@ from reuseport.errors import InvalidSpec, ReuseportError
 from reuseport.render import service_table, views_json
 from reuseport.spec import (
     BackoffPolicy,
+    HealthPolicy,
     RolloutPolicy,
     ServiceSpec,
     default_name,
@@ -121,6 +123,53 @@ def up(
             help="Seconds of listening after which a replica's failures are forgiven.",
         ),
     ] = 10.0,
+    hang_window: Annotated[
+        float,
+        typer.Option(
+            "--hang-window",
+            help="Seconds a replica may leave connections waiting in its accept queue without "
+            "taking any before it is replaced as hung (read from the kernel; 0 = off).",
+        ),
+    ] = 5.0,
+    health_port_base: Annotated[
+        int | None,
+        typer.Option(
+            "--health-port-base",
+            help="App-level check: replica i gets env HEALTH_PORT=B+i (a port of its own) and "
+            "GET --health-path there must answer < 400.",
+        ),
+    ] = None,
+    health_path: Annotated[
+        str, typer.Option("--health-path", help="Path checked on HEALTH_PORT.")
+    ] = "/healthz",
+    health_cmd: Annotated[
+        str | None,
+        typer.Option(
+            "--health-cmd", help="App-level check: a /bin/sh command run inside each replica."
+        ),
+    ] = None,
+    health_interval: Annotated[
+        float, typer.Option("--health-interval", help="Seconds between checks of a replica.")
+    ] = 2.0,
+    health_timeout: Annotated[
+        float, typer.Option("--health-timeout", help="Seconds before a check counts as failed.")
+    ] = 1.0,
+    health_retries: Annotated[
+        int,
+        typer.Option(
+            "--health-retries", help="Failed checks in a row before the replica is replaced."
+        ),
+    ] = 3,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus metrics on this port (from the supervisor; off by default).",
+        ),
+    ] = None,
+    metrics_addr: Annotated[
+        str, typer.Option("--metrics-addr", help="Address the metrics server binds.")
+    ] = "127.0.0.1",
     state_dir: StateDir = None,
 ) -> None:
     """Launch N replicas on one port, prove each listens, and supervise them.
@@ -129,6 +178,9 @@ def up(
     which stops every replica gracefully and removes it. With --detach a supervisor
     container takes over and `ps`, `logs`, `scale` and `down` work from any shell.
     Running `up` again with the same spec adopts the running replicas without restarts.
+
+    A replica that is hung (its accept queue holds connections it does not take) or fails
+    its health check is replaced: the successor listens before the failing one is stopped.
     """
     spec = ServiceSpec(
         name=validate_name(name) if name else default_name(image),
@@ -139,6 +191,17 @@ def up(
         user=user,
         stop_timeout=stop_timeout,
         backoff=BackoffPolicy(backoff_initial, backoff_max, backoff_reset),
+        health=HealthPolicy(
+            hang_window=hang_window,
+            port_base=health_port_base,
+            path=health_path,
+            cmd=health_cmd,
+            interval=health_interval,
+            timeout=health_timeout,
+            retries=health_retries,
+        ),
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
     )
     if ready_timeout <= 0:
         raise InvalidSpec(f"--ready-timeout must be > 0, got {ready_timeout:g}")
@@ -196,6 +259,7 @@ def _supervise_foreground(
     supervisor: Supervisor, store: StateStore, events: queue.Queue[str], stop: threading.Event
 ) -> None:
     supervisor.notify = events.put
+    stop_metrics = _serve_metrics(supervisor, events.put)
     outcome: list[str] = []
     crash: list[BaseException] = []
 
@@ -222,6 +286,7 @@ def _supervise_foreground(
             live.stop()
     supervisor.stop()
     runner.join(timeout=10)
+    stop_metrics()
     while not events.empty():
         _say(events.get_nowait())
     if outcome == ["removed"]:
@@ -237,6 +302,21 @@ def _supervise_foreground(
     _say(f"{name}: stopped and removed {count} replicas")
     if crash:
         raise ReuseportError(f"supervision of {name} failed: {type(crash[0]).__name__}: {crash[0]}")
+
+
+def _serve_metrics(supervisor: Supervisor, say: Callable[[str], None]) -> Callable[[], None]:
+    spec = supervisor.spec
+    if spec.metrics_port is None:
+        return lambda: None
+    from reuseport import metrics  # prometheus_client only when asked for
+
+    try:
+        stop = metrics.start(supervisor, spec.metrics_port, spec.metrics_addr)
+    except ReuseportError as exc:  # supervising matters more than its metrics
+        say(f"metrics are off: {exc}")
+        return lambda: None
+    say(f"metrics on http://{spec.metrics_addr}:{spec.metrics_port}/metrics")
+    return stop
 
 
 def _live_view(supervisor: Supervisor) -> ServiceView:
@@ -258,6 +338,8 @@ def _live_view(supervisor: Supervisor) -> ServiceView:
         slots,
         snap.spec.replicas,
         now,
+        snap.port,
+        snap.failing,
     )
     return ServiceView(
         snap.spec.name,
@@ -265,6 +347,8 @@ def _live_view(supervisor: Supervisor) -> ServiceView:
         snap.spec.replicas,
         tuple(rows),
         f"foreground (pid {os.getpid()})",
+        snap.port.foreign if snap.port else (),
+        dict(supervisor.replacements),
     )
 
 
@@ -290,9 +374,13 @@ def supervise(
 
     threading.Thread(target=stop_when_signalled, daemon=True).start()
     print(f"supervising {name}: {spec.replicas} replicas on port {spec.port}", flush=True)
+    stop_metrics = _serve_metrics(supervisor, lambda m: print(m, flush=True))
     # Stopping this supervisor never stops replicas: `down` does that, and a restarted
     # supervisor adopts them.
-    print(f"supervisor exiting: {supervisor.run()}", flush=True)
+    try:
+        print(f"supervisor exiting: {supervisor.run()}", flush=True)
+    finally:
+        stop_metrics()
 
 
 @app.command()
@@ -317,6 +405,29 @@ def ps(
         err.print("no services (start one with `reuseport up IMAGE`)")
     for view in views:
         out.print(service_table(view))
+
+
+@app.command()
+def top(
+    name: Annotated[str, typer.Argument(help="Service to watch.")],
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between refreshes.")
+    ] = 1.0,
+    state_dir: StateDir = None,
+) -> None:
+    """A live view of `ps NAME` from the kernel, refreshed every second until Ctrl-C:
+    per replica its connections, accept queue / backlog and share; foreign listeners."""
+    if interval <= 0:
+        raise InvalidSpec(f"--interval must be > 0, got {interval:g}")
+    store = _store(state_dir)
+    engine = connect()
+    view = service.service_view(validate_name(name), engine, store)
+    if not view.rows and view.desired is None:
+        raise service.ServiceNotFound(f"no service named {name!r}")
+    stop = _stop_on_signals()
+    with Live(service_table(view), console=out, auto_refresh=False) as live:
+        while not stop.wait(interval):
+            live.update(service_table(service.service_view(name, engine, store)), refresh=True)
 
 
 @app.command()
@@ -496,6 +607,33 @@ def down(
     with err.status(f"taking {name} down"):
         count = service.down(validate_name(name), engine, store, notify=_say)
     _say(f"{name}: stopped and removed {count} replicas")
+
+
+@app.command()
+def doctor(
+    port: Annotated[
+        int | None,
+        typer.Option("--port", "-p", help="Also check who holds this TCP port, and as which uid."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Check this host for `up`: engine, kernel, sysctls, the port's holders, uids.
+
+    Prints a checklist with the exact fix for each problem. Exit code 1 when something
+    would stop `up`; warnings alone exit 0.
+    """
+    from reuseport import doctor as checkup
+
+    if port is not None and not 1 <= port <= 65535:
+        raise InvalidSpec(f"port must be between 1 and 65535, got {port}")
+    findings = checkup.diagnose(port, connect=connect)
+    if as_json:
+        print(json.dumps(checkup.as_json(findings), indent=2))
+    else:
+        out.print(checkup.checklist(findings))
+    if checkup.blocking(findings):
+        # Not typer.Exit: with standalone_mode=False click returns its code instead of exiting.
+        sys.exit(1)
 
 
 @app.command()

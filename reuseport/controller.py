@@ -10,6 +10,9 @@ Rules, in the spirit of a Kubernetes ReplicaSet:
   exponential backoff);
 - surplus containers (duplicates of an index, or indices above ``desired`` after a scale
   down) are stopped gracefully, preferring to keep ready and older ones;
+- a running replica that fails liveness (hung, or its health check) is replaced before it
+  is stopped: its successor starts at once, outside the surge budget, and the failing one
+  is stopped gracefully only once the successor is available, so capacity never dips;
 - the running count never exceeds ``desired`` because creations only fill empty indices.
 """
 
@@ -35,6 +38,7 @@ class Observed:
     reason: str = ""  # why it is not running, for a dead one
     spec_hash: str = ""  # the template it runs; "" matches any desired hash
     ready_for: float = 0.0  # seconds it has been seen listening
+    failing: str = ""  # why it failed liveness while running ("" = live)
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,16 @@ class Remove:
     index: int
     container_id: str
     graceful: bool
-    why: str = "surplus"  # "surplus" (scale down, duplicate) or "outdated" (rollout)
+    why: str = "surplus"  # "surplus" (scale down, duplicate), "outdated" (rollout), "failing"
+
+
+@dataclass(frozen=True)
+class Replace:
+    """A running replica failed liveness: count it once; a successor takes its index."""
+
+    index: int
+    container_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class Wait:
     until: float
 
 
-Action = Create | Fail | Remove | Wait
+Action = Create | Fail | Remove | Replace | Wait
 DEFAULT_ROLLOUT = RolloutPolicy()
 
 
@@ -95,7 +108,7 @@ def plan(
 
     def available(replica: Observed) -> bool:
         settled = not is_current(replica) or replica.ready_for >= strategy.min_ready_s
-        return replica.ready and settled
+        return replica.ready and settled and not replica.failing
 
     actions: list[Action] = []
     running_total = 0
@@ -106,8 +119,10 @@ def plan(
         group = by_index.get(index, [])
         wanted = 1 <= index <= desired
         order = lambda r: (not r.ready, r.started_at)  # noqa: E731 - keep ready, then older
-        current = sorted((r for r in group if r.running and is_current(r)), key=order)
-        outdated = sorted((r for r in group if r.running and not is_current(r)), key=order)
+        live = [r for r in group if r.running and not r.failing]
+        failing = sorted((r for r in group if r.running and r.failing), key=order)
+        current = sorted((r for r in live if is_current(r)), key=order)
+        outdated = sorted((r for r in live if not is_current(r)), key=order)
         keep: list[Observed] = []
         if wanted and current:
             keep = current[:1]
@@ -116,8 +131,15 @@ def plan(
         elif wanted and outdated:
             keep = outdated[:1]
             outdated_only[index] = outdated[0]
-        for surplus in [r for r in current + outdated if r not in keep]:
-            why = "outdated" if wanted and surplus in outdated else "surplus"
+        if wanted and failing:
+            actions += [Replace(index, r.container_id, r.failing) for r in failing]
+            if not any(available(r) for r in keep):
+                keep += failing[:1]  # whatever it still serves, until a successor is available
+            if not current and not outdated:
+                actions.append(Create(index))  # replace before stop: outside the surge budget
+        for surplus in [r for r in current + outdated + failing if r not in keep]:
+            why = "failing" if surplus in failing else "surplus"
+            why = "outdated" if wanted and surplus in outdated else why
             actions.append(Remove(index, surplus.container_id, graceful=True, why=why))
         running_total += len(keep)
         if wanted and not any(available(r) for r in keep):

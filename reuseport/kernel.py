@@ -26,12 +26,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "ListenSocket",
     "Listener",
+    "close_listener",
+    "PortSockets",
     "container_id_of",
     "listeners",
     "listening_inodes",
     "pids_listening",
+    "port_sockets",
     "process_tree",
+    "socket_inodes",
 ]
 
 _TCP_LISTEN = "0A"
@@ -123,18 +128,20 @@ _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 _TCP_STATE_LISTEN = 10
 _TCPF_LISTEN = 1 << _TCP_STATE_LISTEN
+_TCP_STATE_ESTABLISHED = 1
+_TCPF_ESTABLISHED = 1 << _TCP_STATE_ESTABLISHED
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 # inet_diag_msg: family, state, timer, retrans, sockid (48 bytes), expires, rqueue, wqueue,
 # uid, inode.
 _DIAG_MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
 
 
-def _diag_request(family: int, port: int, seq: int) -> bytes:
+def _diag_request(family: int, port: int, seq: int, states: int = _TCPF_LISTEN) -> bytes:
     # inet_diag_req_v2: family, protocol, ext, pad, states, then inet_diag_sockid: sport and
     # dport (big endian), src[16], dst[16], if, cookie[2]. A non-zero sport makes the kernel
     # skip listeners on other ports.
     body = (
-        struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, _TCPF_LISTEN)
+        struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, states)
         + struct.pack(">HH", port, 0)
         + bytes(32)  # src, dst
         + bytes(12)  # if, cookie
@@ -147,16 +154,36 @@ def _diag_request(family: int, port: int, seq: int) -> bytes:
 
 def _listening_inodes_diag(port: int) -> dict[int, tuple[str, str, int, int]]:
     """Ask the kernel (sock_diag) for TCP LISTEN sockets on ``port``; OSError if unusable."""
-    result: dict[int, tuple[str, str, int, int]] = {}
+    return {
+        s.inode: (s.address, s.family, s.uid, s.rqueue)
+        for s in _diag_dump(port, _TCPF_LISTEN)
+        if s.inode
+    }
+
+
+@dataclass(frozen=True)
+class _DiagSocket:
+    state: int
+    family: str
+    address: str
+    uid: int
+    inode: int
+    rqueue: int  # LISTEN: accept-queue depth; ESTABLISHED: bytes not yet read
+    wqueue: int  # LISTEN: the backlog (max accept-queue depth); ESTABLISHED: bytes unsent
+
+
+def _diag_dump(port: int, states: int) -> list[_DiagSocket]:
+    """TCP sockets whose local port is ``port`` in the given state mask (sock_diag)."""
+    result: list[_DiagSocket] = []
     with socket.socket(
         socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG
     ) as nl:
         nl.settimeout(2.0)
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
-            nl.send(_diag_request(family, port, seq))
+            nl.send(_diag_request(family, port, seq, states))
             done = False
             while not done:
-                data = nl.recv(65536)
+                data = nl.recv(1 << 20)
                 offset = 0
                 while offset + _NLMSGHDR.size <= len(data):
                     length, mtype, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
@@ -181,19 +208,141 @@ def _listening_inodes_diag(port: int) -> dict[int, tuple[str, str, int, int]]:
                         continue
                     msg = _DIAG_MSG.unpack_from(data, payload)
                     msg_family, state, sport, src = msg[0], msg[1], msg[4], msg[6]
-                    uid, inode, rqueue = msg[13], msg[14], msg[11]
-                    if (
-                        state != _TCP_STATE_LISTEN
-                        or inode == 0
-                        or int.from_bytes(sport, "big") != port
-                    ):
+                    if not (states >> state) & 1 or int.from_bytes(sport, "big") != port:
                         continue
                     if msg_family == socket.AF_INET:
                         address, name = socket.inet_ntop(socket.AF_INET, src[:4]), "ipv4"
                     else:
                         address, name = socket.inet_ntop(socket.AF_INET6, src), "ipv6"
-                    result[inode] = (address, name, uid, rqueue)
+                    result.append(
+                        _DiagSocket(state, name, address, msg[13], msg[14], msg[11], msg[12])
+                    )
     return result
+
+
+_SOCK_DESTROY = 21
+_NLM_F_ACK = 0x4
+_ENOENT = 2
+
+
+def close_listener(port: int, inode: int, attempts: int = 256) -> bool:
+    """Close a LISTEN socket from outside its process (sock_diag SOCK_DESTROY, what
+    ``ss -K`` sends; needs CAP_NET_ADMIN). True once it is gone.
+
+    The kernel stops routing new connections to it at once, and with
+    ``net.ipv4.tcp_migrate_req=1`` moves the connections waiting in its accept queue to the
+    rest of its SO_REUSEPORT group (otherwise they are reset). Only for a replica being
+    replaced because it is hung: a hung process would never close it itself.
+
+    The kernel finds the socket by a lookup that, in a SO_REUSEPORT group, picks a member
+    by hashing the request's peer address and port, then refuses (ENOENT) unless the pick
+    carries the exact cookie asked for. Varying the (fictitious, 0.0.0.0) peer port steers
+    the pick; the cookie check makes sure only the named socket is ever closed.
+    """
+    wanted = [s for s in _diag_raw(port) if s[0] == inode]
+    if not wanted:
+        return True
+    family, sockid = wanted[0][1], wanted[0][2]
+    with socket.socket(
+        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG
+    ) as nl:
+        nl.settimeout(2.0)
+        for peer_port in range(1, attempts + 1):
+            steered = sockid[:2] + struct.pack(">H", peer_port) + sockid[4:]
+            body = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0) + steered
+            header = _NLMSGHDR.pack(
+                _NLMSGHDR.size + len(body), _SOCK_DESTROY, _NLM_F_REQUEST | _NLM_F_ACK, peer_port, 0
+            )
+            nl.send(header + body)
+            data = nl.recv(65536)
+            _length, mtype, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, 0)
+            if mtype != _NLMSG_ERROR:
+                continue
+            (errno,) = struct.unpack_from("=i", data, _NLMSGHDR.size)
+            if errno == 0:
+                return True
+            if -errno != _ENOENT:
+                raise OSError(-errno, f"cannot close listener {inode}: {os.strerror(-errno)}")
+    return not any(s[0] == inode for s in _diag_raw(port))
+
+
+def _diag_raw(port: int) -> list[tuple[int, int, bytes]]:
+    """(inode, address family, raw inet_diag_sockid) of the LISTEN sockets on ``port``."""
+    found: list[tuple[int, int, bytes]] = []
+    with socket.socket(
+        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG
+    ) as nl:
+        nl.settimeout(2.0)
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
+            nl.send(_diag_request(family, port, seq, _TCPF_LISTEN))
+            done = False
+            while not done:
+                data = nl.recv(1 << 20)
+                offset = 0
+                while offset + _NLMSGHDR.size <= len(data):
+                    length, mtype, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                    payload = offset + _NLMSGHDR.size
+                    offset += max(_NLMSGHDR.size, (length + 3) & ~3)
+                    if mseq != seq:
+                        continue
+                    if mtype in (_NLMSG_DONE, _NLMSG_ERROR):
+                        done = True
+                        break
+                    if mtype == _SOCK_DIAG_BY_FAMILY:
+                        msg = _DIAG_MSG.unpack_from(data, payload)
+                        found.append((msg[14], msg[0], data[payload + 4 : payload + 52]))
+    return found
+
+
+@dataclass(frozen=True)
+class ListenSocket:
+    """A LISTEN socket as the kernel reports it, without its owners."""
+
+    inode: int
+    address: str
+    family: str
+    uid: int
+    accept_queue: int  # connections waiting for accept()
+    backlog: int  # the most the accept queue may hold (0 when unknown)
+
+
+@dataclass(frozen=True)
+class PortSockets:
+    """One read of the TCP sockets on a port: listeners and established connections."""
+
+    listeners: dict[int, ListenSocket]  # inode -> socket
+    # Inodes of established connections some process has accept()ed. A connection still in
+    # an accept queue has no file yet, hence inode 0: those are only counted.
+    accepted: frozenset[int]
+    unaccepted: int
+
+
+def port_sockets(port: int, connections: bool = True, proc: str = "/proc") -> PortSockets:
+    """Listeners on ``port`` (with backlog) and, if asked, its established connections.
+
+    sock_diag only (the established dump walks just this port's sockets); without it the
+    listeners come from ``{proc}/net/tcp*`` with an unknown backlog and no connections.
+    """
+    if proc == "/proc":
+        try:
+            states = _TCPF_LISTEN | (_TCPF_ESTABLISHED if connections else 0)
+            dump = _diag_dump(port, states)
+        except OSError:
+            pass
+        else:
+            listen = {
+                s.inode: ListenSocket(s.inode, s.address, s.family, s.uid, s.rqueue, s.wqueue)
+                for s in dump
+                if s.state == _TCP_STATE_LISTEN and s.inode
+            }
+            established = [s for s in dump if s.state == _TCP_STATE_ESTABLISHED]
+            accepted = frozenset(s.inode for s in established if s.inode)
+            return PortSockets(listen, accepted, len(established) - len(accepted))
+    listen = {
+        inode: ListenSocket(inode, address, family, uid, queue, 0)
+        for inode, (address, family, uid, queue) in _listening_inodes_proc(port, proc).items()
+    }
+    return PortSockets(listen, frozenset(), 0)
 
 
 # --------------------------------------------------------------------------- fd scans
@@ -219,6 +368,24 @@ def _pid_socket_inodes(pid: int, targets: dict[str, int], proc: str) -> set[int]
         inode = targets.get(link)
         if inode is not None:
             found.add(inode)
+    return found
+
+
+def socket_inodes(pid: int, proc: str = "/proc") -> set[int]:
+    """Inodes of every socket process ``pid`` holds an fd to (empty if unreadable)."""
+    fd_dir = f"{proc}/{pid}/fd"
+    found: set[int] = set()
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:  # vanished, not ours, not a dir
+        return found
+    for name in names:
+        try:
+            link = os.readlink(f"{fd_dir}/{name}")
+        except OSError:  # fd closed meanwhile, process gone, permission
+            continue
+        if link.startswith("socket:["):
+            found.add(int(link[8:-1]))
     return found
 
 

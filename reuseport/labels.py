@@ -16,15 +16,21 @@ REPLICA = f"{PREFIX}.replica"
 SPEC_HASH = f"{PREFIX}.spec-hash"
 SPEC = f"{PREFIX}.spec"
 RESTARTS = f"{PREFIX}.restarts"
+HEALTH_PORT = f"{PREFIX}.health-port"
 
 ROLE_REPLICA = "replica"
 ROLE_SUPERVISOR = "supervisor"
 
 
 def replica_labels(
-    service: str, index: int, spec_hash: str, spec_json: str, restarts: int
+    service: str,
+    index: int,
+    spec_hash: str,
+    spec_json: str,
+    restarts: int,
+    health_port: int | None = None,
 ) -> dict[str, str]:
-    return {
+    found = {
         MANAGED: "1",
         SERVICE: service,
         ROLE: ROLE_REPLICA,
@@ -33,6 +39,9 @@ def replica_labels(
         SPEC: spec_json,
         RESTARTS: str(restarts),
     }
+    if health_port is not None:
+        found[HEALTH_PORT] = str(health_port)
+    return found
 
 
 def supervisor_labels(service: str, spec_hash: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from collections.abc import Collection
 
 from reuseport import kernel
 from reuseport.engine.base import Engine
-from reuseport.errors import InvalidSpec, PortBusy, UidMismatch
+from reuseport.errors import InvalidSpec, PortBusy, PortConflict, UidMismatch
 from reuseport.spec import ServiceSpec
 
 
@@ -70,3 +70,17 @@ def _joinable(address: str, port: int) -> bool:
                 return False
             raise
     return True
+
+
+def check_free(address: str, port: int, option: str) -> None:
+    """Refuse a port a server of ours (metrics) could not bind, before anything starts."""
+    try:
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise InvalidSpec(f"{option}: cannot use address {address!r}: {exc.strerror}") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise PortConflict(f"{option} {port} on {address}: {exc.strerror}") from None

@@ -80,6 +80,8 @@ def start(
     for stale in engine.supervisors(spec.name):  # exited supervisors of an earlier run
         engine.remove_supervisor(stale.id, timeout=0)
     preflight.check_port(engine, spec, {r.id for r in existing})
+    if spec.metrics_port is not None:
+        preflight.check_free(spec.metrics_addr, spec.metrics_port, "--metrics-port")
     store.save_spec(spec)
     supervisor = Supervisor(
         spec, engine, store, mode="detached" if detach else "foreground", notify=notify
@@ -223,19 +225,29 @@ def service_view(name: str, engine: Engine, store: StateStore) -> ServiceView:
         except ReuseportError:
             spec = None
     port = spec.port if spec else None
-    listening = probe.listening_pids(port, replicas) if port else {}
+    sockets = probe.observe(port, replicas) if port else None
     status = store.load_status(name)
     desired = desired_spec.replicas if desired_spec else None
     rows = replica_rows(
         name,
         spec.image if spec else "",
         replicas,
-        listening,
+        sockets.listening if sockets else {},
         status.get("slots", {}),
         desired,
         time.time(),
+        sockets,
+        status.get("failing", {}),
     )
-    return ServiceView(name, port, desired, tuple(rows), _supervisor_text(engine, store, name))
+    return ServiceView(
+        name,
+        port,
+        desired,
+        tuple(rows),
+        _supervisor_text(engine, store, name),
+        sockets.foreign if sockets else (),
+        status.get("replacements", {}),
+    )
 
 
 def _supervisor_text(engine: Engine, store: StateStore, name: str) -> str:

@@ -22,8 +22,8 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _USER_RE = re.compile(r"^([a-z_][a-z0-9_-]*|\d+)(:([a-z_][a-z0-9_-]*|\d+))?$")
 # Variables the tool sets itself; letting -e override them would break the contract.
-RESERVED_ENV = frozenset({"PORT", "REPLICA"})
-TEMPLATE_FIELDS = ("image", "port", "env", "user")
+RESERVED_ENV = frozenset({"PORT", "REPLICA", "HEALTH_PORT"})
+TEMPLATE_FIELDS = ("image", "port", "env", "user", "health_port_base")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,49 @@ class RolloutPolicy:
 
 
 @dataclass(frozen=True)
+class HealthPolicy:
+    """When a running replica is replaced as not live.
+
+    ``hang_window``: seconds a replica may leave connections in its accept queue without
+    taking any before it counts as hung (0 turns the kernel check off). Optionally an
+    app-level check per replica: ``GET path`` on its own ``HEALTH_PORT`` (replica i gets
+    ``port_base + i``) or ``cmd`` run inside its container, every ``interval`` seconds,
+    failing after ``timeout``; ``retries`` failures in a row make the replica unhealthy.
+    """
+
+    hang_window: float = 5.0
+    port_base: int | None = None
+    path: str = "/healthz"
+    cmd: str | None = None
+    interval: float = 2.0
+    timeout: float = 1.0
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.hang_window < 0:
+            raise InvalidSpec(f"--hang-window must be >= 0 seconds, got {self.hang_window:g}")
+        if self.port_base is not None and not 1 <= self.port_base <= 65535 - 2 * MAX_REPLICAS:
+            raise InvalidSpec(
+                f"--health-port-base must be between 1 and {65535 - 2 * MAX_REPLICAS}, "
+                f"got {self.port_base}"
+            )
+        if self.port_base is not None and self.cmd is not None:
+            raise InvalidSpec("choose one of --health-port-base and --health-cmd")
+        if self.cmd is not None and not self.cmd.strip():
+            raise InvalidSpec("--health-cmd must not be empty")
+        if not self.path.startswith("/"):
+            raise InvalidSpec(f"--health-path must start with '/', got {self.path!r}")
+        if self.interval <= 0 or self.timeout <= 0:
+            raise InvalidSpec("--health-interval and --health-timeout must be > 0 seconds")
+        if self.retries < 1:
+            raise InvalidSpec(f"--health-retries must be >= 1, got {self.retries}")
+
+    @property
+    def app_check(self) -> bool:
+        return self.port_base is not None or self.cmd is not None
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     image: str
@@ -77,6 +120,9 @@ class ServiceSpec:
     stop_timeout: int = 10
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
+    health: HealthPolicy = field(default_factory=HealthPolicy)
+    metrics_port: int | None = None  # Prometheus /metrics, served by the supervisor
+    metrics_addr: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -89,6 +135,12 @@ class ServiceSpec:
             raise InvalidSpec(f"--user must be UID[:GID] or a user name, got {self.user!r}")
         if not 0 <= self.stop_timeout <= 3600:
             raise InvalidSpec(f"stop timeout must be 0-3600 seconds, got {self.stop_timeout}")
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            raise InvalidSpec(
+                f"--metrics-port must be between 1 and 65535, got {self.metrics_port}"
+            )
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise InvalidSpec(f"--metrics-port {self.metrics_port} is the service's own port")
         for key, _ in self.env:
             if key in RESERVED_ENV:
                 raise InvalidSpec(f"-e {key}=... is reserved: reuseport sets {key} itself")
@@ -96,19 +148,25 @@ class ServiceSpec:
     def with_replicas(self, replicas: int) -> ServiceSpec:
         return replace(self, replicas=replicas)
 
-    def replica_env(self, index: int) -> dict[str, str]:
+    def replica_env(self, index: int, health_port: int | None = None) -> dict[str, str]:
         env = dict(self.env)
         env["PORT"] = str(self.port)
         env["REPLICA"] = str(index)
+        if health_port is not None:
+            env["HEALTH_PORT"] = str(health_port)
         return env
 
     def template(self) -> dict[str, object]:
-        return {
+        template: dict[str, object] = {
             "image": self.image,
             "port": self.port,
             "env": [list(pair) for pair in self.env],
             "user": self.user,
         }
+        # Only when set, so specs without a health port keep the hash they always had.
+        if self.health.port_base is not None:
+            template["health_port_base"] = self.health.port_base
+        return template
 
     def spec_hash(self) -> str:
         blob = json.dumps(self.template(), sort_keys=True, separators=(",", ":"))
@@ -127,6 +185,7 @@ class ServiceSpec:
             data["env"] = tuple(tuple(pair) for pair in data.get("env", ()))
             data["backoff"] = BackoffPolicy(**data.get("backoff", {}))
             data["rollout"] = RolloutPolicy(**data.get("rollout", {}))
+            data["health"] = HealthPolicy(**data.get("health", {}))
             return cls(**data)
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidSpec(f"stored spec is unreadable: {exc}") from exc
@@ -174,9 +233,9 @@ def differences(running: ServiceSpec, wanted: ServiceSpec) -> list[str]:
     """Human-readable template differences, e.g. ``image: a:1 -> a:2``."""
     old, new = running.template(), wanted.template()
     return [
-        f"{key}: {_show(old[key])} -> {_show(new[key])}"
+        f"{key}: {_show(old.get(key))} -> {_show(new.get(key))}"
         for key in TEMPLATE_FIELDS
-        if old[key] != new[key]
+        if old.get(key) != new.get(key)
     ]
 
 

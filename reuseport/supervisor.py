@@ -14,17 +14,21 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from reuseport import controller, probe
+from reuseport import controller, kernel, probe
 from reuseport.backoff import BackoffBook
-from reuseport.controller import Create, Fail, Observed, Remove, Wait
+from reuseport.controller import Create, Fail, Observed, Remove, Replace, Wait
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import EngineError, ReplicaFailed, ReuseportError, ReusePortMissing
-from reuseport.spec import ServiceSpec, differences
+from reuseport.health import HealthChecks, Observe, command_check, http_check
+from reuseport.liveness import HangDetector
+from reuseport.probe import PortObservation
+from reuseport.spec import HealthPolicy, ServiceSpec, differences
 from reuseport.store import StateStore
 
 POLL_S = 0.02  # kernel polling period while a replica is starting
@@ -32,9 +36,27 @@ HEARTBEAT_S = 1.0  # the status file is rewritten at least this often
 BRING_UP_RELIST_S = 0.2  # how often bring-up re-lists containers (it has no event stream)
 WAKE_ACTIONS = frozenset({"die", "oom", "destroy", "start", "stop", "kill"})
 BIND_CONFLICT_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
+# How often established connections are read (hang detection, the kernel view): the
+# listener-only reads of the fast readiness polling cost less.
+DETAIL_S = 0.5
 
-Probe = Callable[[int, list[Replica]], dict[str, int]]
+Observer = Callable[..., PortObservation]  # the signature of probe.observe
+Evict = Callable[[int, int], bool]  # (port, listener inode) -> closed
 Notify = Callable[[str], None]
+
+
+def death_kind(reason: str) -> str:
+    """A short label for why a replica was replaced (metrics, status)."""
+    lowered = reason.lower()
+    if "oom" in lowered:
+        return "oom"
+    if "outside reuseport" in lowered:
+        return "removed"
+    if "so_reuseport" in lowered:
+        return "bind-conflict"
+    if lowered.startswith(("hung", "unhealthy")):
+        return lowered.split(":", 1)[0]
+    return "exited"
 
 
 @dataclass(frozen=True)
@@ -45,10 +67,13 @@ class Snapshot:
     replicas: tuple[Replica, ...]
     listening: dict[str, int]  # container id -> listening host pid
     waiting: dict[int, float]  # index -> seconds until the next attempt
+    ready_ids: frozenset[str] = frozenset()  # listening and, if configured, health passed
+    port: PortObservation | None = None  # the last full read of the port
+    failing: dict[str, str] | None = None  # container id -> why it is being replaced
 
     @property
     def ready(self) -> int:
-        return sum(1 for r in self.replicas if r.id in self.listening)
+        return sum(1 for r in self.replicas if r.id in self.ready_ids)
 
 
 class Supervisor:
@@ -63,7 +88,8 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall: Callable[[], float] = time.time,
-        readiness: Probe = probe.listening_pids,
+        readiness: Observer = probe.observe,
+        evict: Evict = kernel.close_listener,
         notify: Notify = lambda message: None,
     ) -> None:
         self.spec = spec
@@ -75,9 +101,22 @@ class Supervisor:
         self.sleep = sleep
         self.wall = wall
         self.readiness = readiness
+        self.evict = evict
         self.notify = notify
         self.book = BackoffBook(spec.backoff)
         self.snapshot = Snapshot(spec, (), {}, {})
+        # Liveness: the kernel's hang signal, and the app-level check when configured.
+        self.hangs = HangDetector(spec.health.hang_window)
+        self.health_observers: list[Observe] = []  # e.g. the metrics' latency histogram
+        self.health: HealthChecks | None = None
+        self._set_health(spec.health)
+        self.replacements: Counter[str] = Counter()  # replacements by death_kind
+        self.port_view = PortObservation(spec.port)
+        self._failing: dict[str, str] = {}
+        self._replaced: set[str] = set()
+        self._foreign_seen: set[int] = set()
+        self._detail_at = float("-inf")
+        self._all: list[Replica] = []  # including replicas being drained
         self.wakeups: queue.Queue[Any] = queue.Queue()
         self.stopping = threading.Event()
         self._replicas: list[Replica] = []
@@ -102,18 +141,43 @@ class Supervisor:
             self._stale = False
             self._listed_at = now
             previous = {r.id: r.index for r in self._replicas}
-            self._replicas = [
-                r for r in self.engine.replicas(self.spec.name) if r.id not in self._removing
-            ]
+            self._all = self.engine.replicas(self.spec.name)
+            self._replicas = [r for r in self._all if r.id not in self._removing]
             self._count_vanished(previous, now)
-        listening = self.readiness(self.spec.port, self._replicas)
+        detail = now - self._detail_at >= DETAIL_S
+        observation = self.readiness(
+            self.spec.port,
+            self._all,
+            connections=detail,
+            known_foreign={f.inode: f for f in self.port_view.foreign},
+        )
+        if detail:
+            self._detail_at = now
+            self.port_view = observation
+            self._note_foreign(observation)
+        listening = observation.listening
+        if self.health is not None:
+            self.health.poll(self._replicas)
+        present = {r.id for r in self._all}
+        self.hangs.forget(present)
+        self._failing = {c: why for c, why in self._failing.items() if c in present}
         observed = []
+        ready_ids = set()
         for replica in self._replicas:
             slot = self.book.slot(replica.index)
             # An adopted replica carries its restart count in a label.
             slot.restarts = max(slot.restarts, replica.restarts)
-            ready = replica.id in listening
+            listens = replica.id in listening
+            if detail:
+                self.hangs.observe(replica.id, observation.replicas.get(replica.id), now)
+            if listens and replica.id not in self._failing:
+                why = self.hangs.hung(replica.id, now)
+                why = why or (self.health.unhealthy(replica.id) if self.health else "")
+                if why:
+                    self._failing[replica.id] = why
+            ready = listens and (self.health is None or self.health.ready(replica.id))
             if ready:
+                ready_ids.add(replica.id)
                 self._ever_ready.setdefault(replica.id, now)
                 self.book.record_ready(replica.index, now)
             elif replica.running:
@@ -128,6 +192,7 @@ class Supervisor:
                     replica.exit_reason(),
                     replica.spec_hash,
                     now - self._ever_ready[replica.id] if ready else 0.0,
+                    self._failing.get(replica.id, ""),
                 )
             )
         actions = controller.plan(
@@ -142,8 +207,44 @@ class Supervisor:
         )
         self._apply(actions, now)
         waiting = {a.index: max(0.0, a.until - now) for a in actions if isinstance(a, Wait)}
-        self.snapshot = Snapshot(self.spec, tuple(self._replicas), listening, waiting)
+        self.snapshot = Snapshot(
+            self.spec,
+            tuple(self._replicas),
+            listening,
+            waiting,
+            frozenset(ready_ids),
+            self.port_view,
+            dict(self._failing),
+        )
         return self.snapshot
+
+    def _note_foreign(self, observation: PortObservation) -> None:
+        """Say once when a listener that is not ours joins the port; never touch it."""
+        inodes = {f.inode for f in observation.foreign}
+        for foreign in observation.foreign:
+            if foreign.inode not in self._foreign_seen:
+                self.notify(
+                    f"foreign listener on port {self.spec.port}: {foreign.describe()}; if it "
+                    "has SO_REUSEPORT and our uid it takes a share of the connections "
+                    "(reuseport leaves it alone)"
+                )
+        self._foreign_seen = inodes
+
+    def _set_health(self, policy: HealthPolicy) -> None:
+        if self.health is not None:
+            self.health.close()
+            self.health = None
+        self.hangs.window_s = policy.hang_window
+        if not policy.app_check:
+            return
+        check = http_check(policy) if policy.port_base else command_check(self.engine, policy)
+        self.health = HealthChecks(
+            policy,
+            check,
+            clock=self.clock,
+            on_result=self._health_result,
+            wake=lambda: self.wakeups.put("health"),
+        )
 
     def _count_vanished(self, previous: dict[str, int], now: float) -> None:
         """A container removed behind our back (``docker rm -f``) died too: count it."""
@@ -166,6 +267,8 @@ class Supervisor:
         for action in actions:
             if isinstance(action, Fail):
                 self._record_failure(action, now)
+            elif isinstance(action, Replace):
+                self._record_replacement(action)
         for action in actions:
             if isinstance(action, Create):
                 self._create(action.index, now)
@@ -197,9 +300,27 @@ class Supervisor:
         first = action.container_id not in slot.counted
         retry_at = self.book.record_failure(action.index, action.container_id, reason, now)
         if first:
+            self.replacements[death_kind(reason)] += 1
             delay = retry_at - now
             when = "replacing it now" if delay <= 0 else f"retrying in {delay:.1f}s"
             self.notify(f"replica {action.index} {reason}; {when}")
+
+    def _health_result(self, seconds: float, ok: bool) -> None:
+        for observer in self.health_observers:
+            observer(seconds, ok)
+
+    def _record_replacement(self, action: Replace) -> None:
+        if action.container_id in self._replaced:
+            return
+        self._replaced.add(action.container_id)
+        slot = self.book.slot(action.index)
+        slot.restarts += 1
+        slot.last_error = action.reason
+        self.replacements[death_kind(action.reason)] += 1
+        self.notify(
+            f"replica {action.index} ({action.container_id[:12]}) {action.reason}; "
+            "starting its replacement before stopping it"
+        )
 
     def _bind_conflict(self, container_id: str) -> bool:
         siblings_listen = any(
@@ -210,15 +331,31 @@ class Supervisor:
         text = " ".join(self.engine.last_log_lines(container_id, 20)).lower()
         return any(marker in text for marker in BIND_CONFLICT_MARKERS)
 
+    def _health_port(self, index: int) -> int | None:
+        """Replica i gets ``base + i``; a successor started beside a still-running replica
+        (replace before stop, rollout surge) gets the lowest port above ``base + desired``
+        that no replica of the service holds."""
+        base = self.spec.health.port_base
+        if base is None:
+            return None
+        taken = {r.health_port for r in self._all if r.running or r.state == "created"}
+        if base + index not in taken:
+            return base + index
+        port = base + self.spec.replicas + 1
+        while port in taken:
+            port += 1
+        return port
+
     def _create(self, index: int, now: float) -> None:
         slot = self.book.slot(index)
         try:
-            self.engine.create_replica(self.spec, index, slot.restarts)
+            self.engine.create_replica(self.spec, index, slot.restarts, self._health_port(index))
         except EngineError as exc:
             if self._strict:
                 raise
             # Treat a failed creation like a death so backoff applies, not a hot loop.
             self.book.record_failure(index, f"create-failure-{now}", str(exc), now)
+            self.replacements["create-failed"] += 1
             self.notify(f"replica {index}: {exc}")
         self._stale = True
 
@@ -229,13 +366,29 @@ class Supervisor:
             self._stale = True
             return
         self._removing.add(action.container_id)
-        what = "old-template" if action.why == "outdated" else "surplus"
+        what = {"outdated": "old-template", "failing": "failing"}.get(action.why, "surplus")
         self.notify(f"draining {what} replica {action.index} ({action.container_id[:12]})")
+        if self._failing.get(action.container_id, "").startswith("hung"):
+            self._evict(action.container_id)
         future = self._removals.submit(
             self.engine.stop_replica, action.container_id, self.spec.stop_timeout
         )
         future.add_done_callback(lambda _: self._removed(action.container_id))
         self._stale = True
+
+    def _evict(self, container_id: str) -> None:
+        """A hung replica would never close its listener, and SIGTERM cannot reach a
+        stopped process: close it for it so the kernel stops handing it connections (and,
+        with tcp_migrate_req, moves the ones it left waiting to the live replicas)."""
+        sockets = self.port_view.replicas.get(container_id)
+        for inode in sockets.listeners if sockets else ():
+            try:
+                closed = self.evict(self.spec.port, inode)
+            except OSError as exc:
+                self.notify(f"could not close the hung replica's listener: {exc}")
+                return
+            if closed:
+                self.notify(f"closed listener {inode} of hung {container_id[:12]}")
 
     def _removed(self, container_id: str) -> None:
         self._removing.discard(container_id)
@@ -264,11 +417,12 @@ class Supervisor:
                     return snapshot
                 if self.clock() > deadline:
                     missing = sorted(
-                        r.index for r in snapshot.replicas if r.id not in snapshot.listening
+                        r.index for r in snapshot.replicas if r.id not in snapshot.ready_ids
                     )
+                    checked = " and pass the health check" if self.health else ""
                     raise ReplicaFailed(
-                        f"replicas {missing} did not listen on port {self.spec.port} within "
-                        f"{timeout_s:g}s (does the app bind the PORT it is given?)"
+                        f"replicas {missing} did not listen on port {self.spec.port}{checked} "
+                        f"within {timeout_s:g}s (does the app bind the PORT it is given?)"
                     )
                 self.sleep(POLL_S)
         finally:
@@ -301,6 +455,8 @@ class Supervisor:
         finally:
             self.stopping.set()
             self._close_stream()
+            if self.health is not None:
+                self.health.close()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -320,6 +476,9 @@ class Supervisor:
         wake = next_resync - now
         if snapshot.waiting:
             wake = min(wake, min(snapshot.waiting.values()))
+        due = self.health.next_due() if self.health else None
+        if due is not None:
+            wake = min(wake, due - now)
         min_ready = self.spec.rollout.min_ready_s
         for since in (self._ever_ready.get(r.id) for r in snapshot.replicas):
             if since is not None and now - since < min_ready:  # a rollout waits on it
@@ -354,6 +513,8 @@ class Supervisor:
             if stored.spec_hash() != self.spec.spec_hash():
                 change = "; ".join(differences(self.spec, stored))
                 self.notify(f"rolling {self.spec.name} out ({change})")
+            if stored.health != self.spec.health:
+                self._set_health(stored.health)
             self.spec = stored
             self.book.policy = stored.backoff
         return True
@@ -393,6 +554,8 @@ class Supervisor:
             "desired": self.spec.replicas,
             "spec_hash": self.spec.spec_hash(),
             "slots": slots,
+            "replacements": dict(self.replacements),
+            "failing": dict(self._failing),
         }
         # The loop polls every few ms while replicas start: write only on change or heartbeat.
         if status == self._published and wall - self._published_at < HEARTBEAT_S:

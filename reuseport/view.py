@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from reuseport.engine.base import Replica
+from reuseport.probe import ForeignListener, PortObservation
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,14 @@ class ReplicaRow:
     image: str
     retry_in_s: float | None = None
     last_error: str = ""
+    # From the kernel (None when the port was not read): accepted connections it holds,
+    # connections waiting in its accept queue / the queue's limit, its share of the
+    # service's connections.
+    connections: int | None = None
+    accept_queue: int | None = None
+    backlog: int | None = None
+    share: float | None = None
+    failing: str = ""  # why it is being replaced while still running
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -34,10 +43,16 @@ class ServiceView:
     desired: int | None
     rows: tuple[ReplicaRow, ...]
     supervisor: str  # human description: "detached (container abc)", "foreground (pid 12)", "none"
+    foreign: tuple[ForeignListener, ...] = ()  # listeners on the port that are not ours
+    replacements: Mapping[str, int] | None = None  # replacements by reason kind
 
     @property
     def ready(self) -> int:
-        return sum(1 for row in self.rows if row.listening)
+        return sum(1 for row in self.rows if row.listening and not row.failing)
+
+    @property
+    def connections(self) -> int:
+        return sum(row.connections or 0 for row in self.rows)
 
 
 def replica_rows(
@@ -48,12 +63,16 @@ def replica_rows(
     slots: Mapping[str, Mapping[str, Any]],
     desired: int | None,
     now: float,
+    port: PortObservation | None = None,
+    failing: Mapping[str, str] | None = None,
 ) -> list[ReplicaRow]:
     """Rows for running/dead containers plus one for each wanted index that has none
     (in backoff, or not created yet)."""
     rows = []
     for replica in replicas:
         slot = slots.get(str(replica.index), {})
+        sockets = port.replicas.get(replica.id) if port else None
+        counted = port is not None and port.with_connections and replica.running
         rows.append(
             ReplicaRow(
                 service=service,
@@ -68,6 +87,11 @@ def replica_rows(
                 else None,
                 image=replica.image,
                 last_error=str(slot.get("last_error") or ""),
+                connections=(len(sockets.connections) if sockets else 0) if counted else None,
+                accept_queue=(sockets.accept_queue if sockets else 0) if counted else None,
+                backlog=sockets.backlog if sockets and counted else None,
+                share=(port.share(replica.id) or 0.0) if port and counted else None,
+                failing=(failing or {}).get(replica.id, ""),
             )
         )
     present = {r.index for r in replicas if r.running}

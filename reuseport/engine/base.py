@@ -27,6 +27,7 @@ class Replica:
     exit_code: int | None = None
     oom_killed: bool = False
     error: str = ""
+    health_port: int | None = None  # its own HEALTH_PORT, when the spec asks for one
 
     @property
     def short_id(self) -> str:
@@ -79,7 +80,11 @@ class Engine(Protocol):
 
     def replicas(self, service: str | None = None) -> list[Replica]: ...
 
-    def create_replica(self, spec: ServiceSpec, index: int, restarts: int) -> str: ...
+    def create_replica(
+        self, spec: ServiceSpec, index: int, restarts: int, health_port: int | None = None
+    ) -> str: ...
+
+    def exec_check(self, container_id: str, command: str, timeout: float) -> int: ...
 
     def stop_replica(self, container_id: str, timeout: float) -> None: ...
 
@@ -98,3 +103,5 @@ class Engine(Protocol):
     def start_supervisor(self, spec: ServiceSpec, image: str, state_dir: str) -> str: ...
 
     def remove_supervisor(self, container_id: str, timeout: float) -> None: ...
+
+    def version(self) -> dict[str, str]: ...

@@ -142,7 +142,9 @@ class DockerEngine:
         return sorted(found, key=lambda r: (r.service, r.index, r.started_at or 0.0))
 
     @_translated
-    def create_replica(self, spec: ServiceSpec, index: int, restarts: int) -> str:
+    def create_replica(
+        self, spec: ServiceSpec, index: int, restarts: int, health_port: int | None = None
+    ) -> str:
         host_config = self._api.create_host_config(
             network_mode="host", init=True, restart_policy={"Name": "no"}
         )
@@ -151,9 +153,9 @@ class DockerEngine:
             container = self._api.create_container(
                 spec.image,
                 name=name,
-                environment=spec.replica_env(index),
+                environment=spec.replica_env(index, health_port),
                 labels=labels.replica_labels(
-                    spec.name, index, spec.spec_hash(), spec.to_json(), restarts
+                    spec.name, index, spec.spec_hash(), spec.to_json(), restarts, health_port
                 ),
                 user=spec.user or "",
                 host_config=host_config,
@@ -169,6 +171,18 @@ class DockerEngine:
             self.remove_replica(container["Id"])
             raise EngineError(f"cannot start replica {index}: {exc.explanation}") from exc
         return container["Id"]
+
+    @_translated
+    def exec_check(self, container_id: str, command: str, timeout: float) -> int:
+        """Run ``command`` with /bin/sh inside the container; its exit code (like a Docker
+        HEALTHCHECK CMD-SHELL). The caller enforces ``timeout``: an exec cannot be killed."""
+        try:
+            exec_id = self._api.exec_create(container_id, ["/bin/sh", "-c", command])
+            self._api.exec_start(exec_id)
+            code = self._api.exec_inspect(exec_id).get("ExitCode")
+        except docker.errors.APIError as exc:
+            raise EngineError(f"health command failed to run: {exc.explanation}") from exc
+        return 255 if code is None else int(code)
 
     @_translated
     def stop_replica(self, container_id: str, timeout: float) -> None:
@@ -243,7 +257,8 @@ class DockerEngine:
             # The host pid namespace lets the supervisor map listening sockets to replicas'
             # processes through /proc; SYS_PTRACE lets it read their fd tables.
             pid_mode="host",
-            cap_add=["SYS_PTRACE"],
+            # NET_ADMIN: closing a hung replica's listener (sock_diag SOCK_DESTROY).
+            cap_add=["SYS_PTRACE", "NET_ADMIN"],
             init=True,
             restart_policy={"Name": "unless-stopped"},
             binds={
@@ -289,6 +304,18 @@ class DockerEngine:
         except docker.errors.NotFound:
             return None  # removed between list and inspect
 
+    # -- diagnostics -----------------------------------------------------------------------
+
+    @_translated
+    def version(self) -> dict[str, str]:
+        """Server version, its API version and where it answers (for `doctor`)."""
+        info = self._api.version()
+        return {
+            "version": str(info.get("Version", "?")),
+            "api_version": str(info.get("ApiVersion", "?")),
+            "address": _where(),
+        }
+
 
 def _socket_path() -> str:
     host = os.environ.get("DOCKER_HOST", "")
@@ -313,6 +340,7 @@ def _replica(data: dict) -> Replica:
         exit_code=state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None,
         oom_killed=bool(state.get("OOMKilled")),
         error=state.get("Error") or "",
+        health_port=labels.int_label(config_labels, labels.HEALTH_PORT) or None,
     )
 
 

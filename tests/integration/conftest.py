@@ -25,7 +25,7 @@ import docker
 import httpx
 import pytest
 
-from reuseport import labels
+from reuseport import host, labels
 
 DEMO_IMAGE = "reuseport-demo:latest"
 TEST_PREFIX = "it-"
@@ -50,7 +50,13 @@ def docker_client() -> Iterator[docker.DockerClient]:
 def remove_test_containers(client: docker.DockerClient) -> None:
     for container in client.containers.list(all=True, filters={"label": f"{labels.MANAGED}=1"}):
         if container.labels.get(labels.SERVICE, "").startswith(TEST_PREFIX):
-            container.remove(force=True)
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: its removal is already in progress
+                    raise
 
 
 def free_port() -> int:
@@ -184,3 +190,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
     assert "Traceback" not in result.stderr + result.stdout
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def migrate_req() -> Iterator[None]:
+    """net.ipv4.tcp_migrate_req=1 for the test; the previous value is restored after."""
+    before = host.tcp_migrate_req()
+    if before is None:
+        pytest.fail("this kernel lacks net.ipv4.tcp_migrate_req (Linux >= 5.14 needed)")
+    host.TCP_MIGRATE_REQ.write_text("1\n")
+    try:
+        yield
+    finally:
+        host.TCP_MIGRATE_REQ.write_text(f"{before}\n")

@@ -6,27 +6,11 @@ import io
 import json
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from reuseport import host, labels
 from tests.integration.conftest import Service, assert_one_line_error, terminate, wait_for
 from tests.integration.load import Load
-
-
-@pytest.fixture
-def migrate_req() -> Iterator[None]:
-    """net.ipv4.tcp_migrate_req=1 for the test; the previous value is restored after."""
-    before = host.tcp_migrate_req()
-    if before is None:
-        pytest.fail("this kernel lacks net.ipv4.tcp_migrate_req (Linux >= 5.14 needed)")
-    host.TCP_MIGRATE_REQ.write_text("1\n")
-    try:
-        yield
-    finally:
-        host.TCP_MIGRATE_REQ.write_text(f"{before}\n")
 
 
 class CountSampler:

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 
 from reuseport.engine.base import Replica, SupervisorInfo
+from reuseport.probe import PortObservation, ReplicaSockets
 from reuseport.spec import ServiceSpec
 
 
@@ -32,6 +33,7 @@ class FakeEngine:
     clock: FakeClock = field(default_factory=FakeClock)
     crash_on_start: bool = False  # every new container dies before listening
     crash_log: str = "Traceback: boom"
+    exec_codes: dict[str, int] = field(default_factory=dict)  # health-cmd exit codes
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def ping(self) -> None: ...
@@ -47,7 +49,9 @@ class FakeEngine:
     def replicas(self, service: str | None = None) -> list[Replica]:
         return [r for r in self.containers.values() if service in (None, r.service)]
 
-    def create_replica(self, spec: ServiceSpec, index: int, restarts: int) -> str:
+    def create_replica(
+        self, spec: ServiceSpec, index: int, restarts: int, health_port: int | None = None
+    ) -> str:
         number = next(self._ids)
         cid = f"{number:064x}"
         self.created.append((index, self.clock()))
@@ -63,12 +67,16 @@ class FakeEngine:
             spec_json=spec.to_json(),
             restarts=restarts,
             started_at=self.clock(),
+            health_port=health_port,
         )
         self.containers[cid] = replica
         if self.crash_on_start:
             self.kill(cid, code=1)
             self.log_lines[cid] = [self.crash_log]
         return cid
+
+    def exec_check(self, container_id: str, command: str, timeout: float) -> int:
+        return self.exec_codes.get(container_id, 0)
 
     def kill(self, cid: str, code: int = 137) -> None:
         self.containers[cid] = replace(self.containers[cid], state="exited", pid=0, exit_code=code)
@@ -102,15 +110,17 @@ class FakeEngine:
         return [r for r in self.containers.values() if r.running]
 
 
-def listening_probe(engine: FakeEngine, delay: float = 0.0):  # noqa: ANN201
-    """Readiness: a running container listens ``delay`` seconds after it started."""
+def listening_probe(engine: FakeEngine, delay: float = 0.0, queues: dict[str, int] | None = None):  # noqa: ANN201
+    """Readiness: a running container listens ``delay`` seconds after it started.
+    ``queues``: container id -> its accept-queue depth (it never accepts anything)."""
 
-    def probe(port: int, replicas: list[Replica]) -> dict[str, int]:
+    def probe(port: int, replicas: list[Replica], **_: object) -> PortObservation:
         now = engine.clock()
-        return {
-            r.id: r.pid
+        found = {
+            r.id: ReplicaSockets(r.pid, (r.pid,), (queues or {}).get(r.id, 0), 128, frozenset())
             for r in replicas
             if r.running and r.id in engine.containers and now - (r.started_at or 0) >= delay
         }
+        return PortObservation(port, found, (), True)
 
     return probe

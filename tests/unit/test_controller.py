@@ -109,3 +109,36 @@ def test_an_already_counted_death_keeps_its_retry_time() -> None:
     actions = plan(1, [dead("c1", 1)], book.slots, POLICY, now=1.2)
     assert Fail(1, "c1", "exited with code 1", retry_at=1.5) in actions
     assert Wait(1, 1.5) in actions
+
+
+# -- liveness: replace before stop ---------------------------------------------------------
+
+
+def test_failing_replica_gets_a_successor_first_and_is_kept_until_it_is_ready() -> None:
+    from reuseport.controller import Replace
+
+    hung = Observed("a", 1, running=True, ready=True, started_at=1.0, failing="hung")
+    other = Observed("b", 2, running=True, ready=True, started_at=1.0)
+    actions = plan(2, [hung, other], {}, POLICY, now=10.0)
+    assert Replace(1, "a", "hung") in actions
+    assert Create(1) in actions
+    assert not [a for a in actions if isinstance(a, Remove)]  # capacity never dips
+
+    starting = Observed("c", 1, running=True, ready=False, started_at=10.0)
+    actions = plan(2, [hung, starting, other], {}, POLICY, now=10.5)
+    assert Create(1) not in actions  # one successor is enough
+    assert not [a for a in actions if isinstance(a, Remove)]
+
+    ready = Observed("c", 1, running=True, ready=True, started_at=10.0)
+    actions = plan(2, [hung, ready, other], {}, POLICY, now=11.0)
+    assert Remove(1, "a", graceful=True, why="failing") in actions
+    assert Create(1) not in actions
+
+
+def test_failing_replacement_ignores_the_surge_budget() -> None:
+    from reuseport.spec import RolloutPolicy
+
+    strict = RolloutPolicy(max_surge=0, max_unavailable=1)
+    hung = Observed("a", 1, running=True, ready=True, failing="unhealthy")
+    actions = plan(1, [hung], {}, POLICY, now=1.0, strategy=strict)
+    assert Create(1) in actions

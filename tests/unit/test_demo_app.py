@@ -2,7 +2,7 @@
 
 The server is what reuseport runs in every replica container, so these tests pin the
 behaviour the supervisor relies on: SO_REUSEPORT sharing, the bind error of a broken app,
-and SIGTERM draining.
+SIGTERM draining, and the per-replica health port with its SIGUSR1/SIGUSR2 switch.
 """
 
 from __future__ import annotations
@@ -121,6 +121,14 @@ def port() -> int:
     return free_port()
 
 
+@pytest.fixture
+def health_port(port: int) -> int:
+    # The kernel may hand out a just-released port again: insist on a different one.
+    while (candidate := free_port()) == port:
+        pass
+    return candidate
+
+
 def raw_request(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
     """Send raw bytes and read until the server closes the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -150,7 +158,7 @@ def test_routes(servers: Servers, port: int) -> None:
         assert head.headers["content-length"] == r.headers["content-length"]
 
         health = client.get("/healthz")
-        assert (health.status_code, health.text) == (200, "ok")
+        assert (health.status_code, health.text) == (200, "ok\n")
 
         assert client.get("/nope").status_code == 404
         assert client.post("/").status_code == 405
@@ -219,7 +227,7 @@ def test_request_split_across_chunks(servers: Servers, port: int) -> None:
             time.sleep(0.05)
         data = read_to_eof(sock)
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert data.endswith(b"\r\n\r\nok")
+    assert data.endswith(b"\r\n\r\nok\n")
 
 
 def test_two_replicas_share_the_port(servers: Servers, port: int) -> None:
@@ -323,3 +331,134 @@ def test_drain_timeout_ends_a_stuck_request(servers: Servers, port: int) -> None
         with contextlib.suppress(ConnectionResetError):
             assert read_to_eof(sock) == b""
     assert "dropped at timeout" in servers.stdout(proc)
+
+
+def test_health_port_serves_only_healthz(servers: Servers, port: int, health_port: int) -> None:
+    proc = servers.start(port, replica="h", HEALTH_PORT=str(health_port))
+    out = servers.wait_output(proc, "listening on", 1)
+    assert f"listening on 0.0.0.0:{port} pid {proc.pid}" in out
+    assert f"health on 0.0.0.0:{health_port}" in out
+    with httpx.Client(base_url=f"http://127.0.0.1:{health_port}", timeout=10) as client:
+        r = client.get("/healthz")
+        assert (r.status_code, r.text) == (200, "ok\n")
+        assert r.headers["x-replica"] == "h"
+        # The health port is not a second way into the app.
+        assert client.get("/").status_code == 404
+        assert client.get("/sleep", params={"s": "0"}).status_code == 404
+        assert client.get("/nope").status_code == 404
+    # The main port is unchanged.
+    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json()["pid"] == proc.pid
+
+
+def test_unhealthy_switch(servers: Servers, port: int, health_port: int) -> None:
+    proc = servers.start(port, HEALTH_PORT=str(health_port))
+    main = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    health = httpx.Client(base_url=f"http://127.0.0.1:{health_port}", timeout=10)
+    with main, health:
+        # Keep-alive connections opened while healthy: the switch is per process, so
+        # they must see it too.
+        assert main.get("/healthz").status_code == 200
+        assert health.get("/healthz").status_code == 200
+
+        proc.send_signal(signal.SIGUSR1)
+        servers.wait_output(proc, "unhealthy on SIGUSR1", 10)
+        for client in (main, health):
+            r = client.get("/healthz")
+            assert (r.status_code, r.text) == (503, "unhealthy\n")
+        # Everything else on the main port keeps serving: the replica must be replaced
+        # before it is stopped, without failed requests.
+        assert main.get("/").status_code == 200
+        assert main.get("/sleep", params={"s": "0"}).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 503
+
+        # A repeated signal changes nothing and says so.
+        proc.send_signal(signal.SIGUSR1)
+        servers.wait_output(proc, "already unhealthy (SIGUSR1)", 10)
+        assert health.get("/healthz").status_code == 503
+
+        proc.send_signal(signal.SIGUSR2)
+        servers.wait_output(proc, "healthy on SIGUSR2", 10)
+        for client in (main, health):
+            r = client.get("/healthz")
+            assert (r.status_code, r.text) == (200, "ok\n")
+    assert proc.poll() is None
+
+
+def test_unhealthy_switch_without_health_port(servers: Servers, port: int) -> None:
+    proc = servers.start(port)
+    proc.send_signal(signal.SIGUSR1)
+    servers.wait_output(proc, "unhealthy on SIGUSR1", 10)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        assert client.get("/healthz").status_code == 503
+        assert client.get("/").status_code == 200
+
+
+def assert_one_line_error(proc: subprocess.Popen[bytes], *needles: str) -> str:
+    out, err = proc.communicate(timeout=START_TIMEOUT)
+    assert proc.returncode not in (None, 0)
+    text = err.decode()
+    assert text.count("\n") == 1 and text.endswith("\n"), text
+    for needle in needles:
+        assert needle in text
+    # It never claimed to be up.
+    assert b"listening on" not in out
+    return text
+
+
+def test_health_port_taken_by_sibling(servers: Servers, port: int, health_port: int) -> None:
+    # Two replicas given the same health port: the main port is shared (SO_REUSEPORT)
+    # but the health port must not be, or checks would hit either replica at random.
+    first = servers.start(port, replica="a", HEALTH_PORT=str(health_port))
+    second = servers.spawn(port, replica="b", HEALTH_PORT=str(health_port))
+    text = assert_one_line_error(second, f"health port 0.0.0.0:{health_port}", "in use")
+    assert text.startswith("replica b: ")
+    assert second.returncode == 1
+    assert first.poll() is None
+    r = httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=10)
+    assert r.headers["x-replica"] == "a"
+
+
+def test_health_port_taken_by_other_socket(servers: Servers, port: int, health_port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("0.0.0.0", health_port))
+        other.listen()
+        proc = servers.spawn(port, HEALTH_PORT=str(health_port))
+        assert_one_line_error(proc, str(health_port), "Address already in use")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "65536", "80.5", "same"])
+def test_invalid_health_port(servers: Servers, port: int, value: str) -> None:
+    proc = servers.spawn(port, HEALTH_PORT=str(port) if value == "same" else value)
+    text = assert_one_line_error(proc, "HEALTH_PORT")
+    assert proc.returncode == 2
+    assert "Traceback" not in text
+
+
+def test_sigterm_closes_both_listeners(servers: Servers, port: int, health_port: int) -> None:
+    # A long idle grace keeps the process in its drain while we look at the ports.
+    proc = servers.start(
+        port, HEALTH_PORT=str(health_port), DRAIN_TIMEOUT="60", DRAIN_IDLE_GRACE="60"
+    )
+    with socket.create_connection(("127.0.0.1", health_port), timeout=10) as sock:
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(request)
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Connection: keep-alive" in first
+
+        proc.send_signal(signal.SIGTERM)
+        servers.wait_output(proc, "draining", 10)
+        # The log line comes after both listeners are closed.
+        assert_refused(port)
+        assert_refused(health_port)
+        assert proc.poll() is None  # still draining: our connection is open
+
+        # The open health connection is drained like any other: one more answer, then
+        # "Connection: close", and the process can exit.
+        sock.sendall(request)
+        last = read_to_eof(sock)
+        assert last.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Connection: close" in last
+    assert proc.wait(timeout=EXIT_TIMEOUT) == 0
+    assert "all connections closed" in servers.stdout(proc)
+    assert_refused(health_port)

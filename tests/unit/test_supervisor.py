@@ -97,8 +97,10 @@ def test_bind_conflict_at_bring_up_says_so_reuseport_is_missing(
     supervisor = make(engine, tmp_path, delay=0.0)
     original = engine.create_replica
 
-    def second_fails(spec: ServiceSpec, index: int, restarts: int) -> str:
-        cid = original(spec, index, restarts)
+    def second_fails(
+        spec: ServiceSpec, index: int, restarts: int, health_port: int | None = None
+    ) -> str:
+        cid = original(spec, index, restarts, health_port)
         if index > 1:
             engine.kill(cid, code=1)
             engine.log_lines[cid] = ["OSError: [Errno 98] Address already in use"]
@@ -193,3 +195,96 @@ def test_a_new_template_in_the_store_rolls_out_within_the_surge(
     assert {r.image for r in engine.running()} == {"demo:2"}
     assert len(engine.running()) == 3 and not old_ids & {r.id for r in engine.running()}
     assert most <= 3 + SPEC.rollout.max_surge
+
+
+# -- liveness: hung replicas are replaced before they are stopped ----------------------------
+
+
+def _hang_supervisor(engine: FakeEngine, tmp_path: Path, sockets: dict) -> Supervisor:
+    """A supervisor whose kernel view comes from ``sockets``: id -> (queue, connections)."""
+    from reuseport.probe import PortObservation, ReplicaSockets
+
+    def observe(port: int, replicas: list, **_: object) -> PortObservation:
+        found = {}
+        for r in replicas:
+            if r.running and r.id in engine.containers:
+                queue, conns = sockets.get(r.id, (0, frozenset()))
+                found[r.id] = ReplicaSockets(r.pid, (r.pid,), queue, 128, conns)
+        return PortObservation(port, found, (), True)
+
+    supervisor = make(engine, tmp_path)
+    supervisor.readiness = observe
+    supervisor.evicted = []  # type: ignore[attr-defined]
+    supervisor.evict = lambda port, inode: supervisor.evicted.append(inode) or True  # type: ignore[attr-defined]
+    return supervisor
+
+
+def _passes(supervisor: Supervisor, engine: FakeEngine, seconds: float, step: float = 0.5) -> None:
+    end = engine.clock() + seconds
+    while engine.clock() < end:
+        supervisor._stale = True
+        supervisor.reconcile()
+        engine.clock.advance(step)
+
+
+def test_a_hung_replica_is_replaced_before_it_is_stopped(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    sockets: dict = {}
+    supervisor = _hang_supervisor(engine, tmp_path, sockets)
+    supervisor.bring_up(timeout_s=5)
+    hung = next(r for r in engine.running() if r.index == 1)
+    sockets[hung.id] = (7, frozenset())  # connections wait; it never takes one
+    _passes(supervisor, engine, 4.0)
+    assert len(engine.created) == 3  # not yet: the window is 5 s
+    _passes(supervisor, engine, 3.0)
+    assert len(engine.created) == 4
+    # its successor listens, so it is drained: its listener closed first
+    assert supervisor.evicted == [hung.pid]  # type: ignore[attr-defined]
+    supervisor._removals.shutdown(wait=True)
+    assert hung.id in engine.stopped
+    assert supervisor.replacements["hung"] == 1
+    assert supervisor.book.slot(1).restarts == 1
+    assert any("hung" in m for m in supervisor.messages)  # type: ignore[attr-defined]
+
+
+def test_a_slow_replica_that_still_accepts_is_not_hung(engine: FakeEngine, tmp_path: Path) -> None:
+    sockets: dict = {}
+    supervisor = _hang_supervisor(engine, tmp_path, sockets)
+    supervisor.bring_up(timeout_s=5)
+    busy = next(r for r in engine.running() if r.index == 2)
+    for second in range(30):  # a deep queue that never drains, but new connections taken
+        sockets[busy.id] = (50, frozenset({second, second + 1}))
+        _passes(supervisor, engine, 1.0)
+    assert len(engine.created) == 3
+    assert not supervisor.replacements
+
+
+def test_a_failing_health_check_replaces_the_replica(engine: FakeEngine, tmp_path: Path) -> None:
+    from concurrent.futures import Future
+
+    from reuseport.spec import HealthPolicy
+
+    class Inline:  # runs checks at once, in the loop's thread
+        def submit(self, fn, *args):  # noqa: ANN001, ANN202
+            future: Future = Future()
+            try:
+                future.set_result(fn(*args))
+            except Exception as exc:  # noqa: BLE001
+                future.set_exception(exc)
+            return future
+
+        def shutdown(self, **_: object) -> None: ...
+
+    spec = replace(SPEC, health=HealthPolicy(cmd="check", interval=1.0, retries=2))
+    supervisor = make(engine, tmp_path, spec)
+    assert supervisor.health is not None
+    supervisor.health.executor = Inline()  # type: ignore[assignment]
+    supervisor.bring_up(timeout_s=5)
+    sick = next(r for r in engine.running() if r.index == 3)
+    engine.exec_codes[sick.id] = 1
+    _passes(supervisor, engine, 3.0)
+    assert supervisor.replacements["unhealthy"] == 1
+    assert len(engine.created) == 4
+    supervisor._removals.shutdown(wait=True)
+    assert sick.id in engine.stopped  # gracefully: it still served

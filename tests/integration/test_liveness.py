@@ -1,0 +1,245 @@
+"""Hung and unhealthy replicas are replaced before they are stopped; overload is not a hang.
+
+Real containers, real signals (SIGSTOP of a replica's process, SIGUSR1 flipping the demo
+app's /healthz to 503), real load (locust, wrk), the real kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest import locustrun, setups, wrk
+from reuseport import probe
+from reuseport.engine import connect
+from tests.integration.conftest import Service, wait_for
+
+HANG_WINDOW_S = 5.0
+STOP_TIMEOUT_S = 3
+USERS = 24  # half keep-alive, half a new connection per request
+
+
+class Timeline:
+    """Samples, every 50 ms, which containers of the service run and which listen."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.engine = connect()
+        self.samples: list[tuple[float, set[str], set[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                replicas = self.engine.replicas(self.service.name)
+            except Exception:  # noqa: BLE001 - a container removed mid-inspect; sample again
+                continue
+            running = {r.id for r in replicas if r.running}
+            listening = set(probe.listening_pids(self.service.port, replicas))
+            self.samples.append((time.monotonic(), running, listening))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Timeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def first(self, condition: Any) -> float | None:
+        for at, running, listening in self.samples:
+            if condition(running, listening):
+                return at
+        return None
+
+
+def _row(service: Service, replica: int) -> dict[str, Any]:
+    rows = [r for r in service.ps() if r["replica"] == replica and r["state"] == "running"]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def _replaced(service: Service, replica: int, old: str) -> dict[str, Any] | None:
+    rows = [r for r in service.ps() if r["replica"] == replica]
+    fresh = [r for r in rows if r["container_id"] != old and r["listening"]]
+    return fresh[0] if fresh and all(r["container_id"] != old for r in rows) else None
+
+
+def _start_locust(service: Service, tmp_path: Path, prefix: str) -> Any:
+    files = locustrun.LocustFiles(tmp_path, prefix)
+    process = locustrun.start(service.port, USERS, 60, files)
+    locustrun.wait_ready(process, files)
+    return process, files
+
+
+def _locust_results(process: Any, files: locustrun.LocustFiles) -> dict[str, Any]:
+    locustrun.stop(process)
+    results = json.loads(files.replicas.read_text())
+    ok = sum(sum(counts.values()) for counts in results["shares"].values())
+    results["ok"] = ok
+    return results
+
+
+def _replace_under_load(
+    service: Service, tmp_path: Path, extra: tuple[str, ...], make_it_fail: Any, prefix: str
+) -> tuple[dict[str, Any], dict[str, Any], float, str]:
+    result = service.cli(
+        *service.up_args("--detach", "--stop-timeout", str(STOP_TIMEOUT_S), *extra, replicas=4)
+    )
+    assert result.returncode == 0, result.stderr
+    process, files = _start_locust(service, tmp_path, prefix)
+    try:
+        time.sleep(2)
+        victim = _row(service, 2)
+        old_full = service.replica_ids()[2]
+        with Timeline(service) as timeline:
+            failed_at = time.monotonic()
+            make_it_fail(victim["pid"])
+            fresh = wait_for(
+                lambda: _replaced(service, 2, victim["container_id"]),
+                timeout=HANG_WINDOW_S + 20,
+                interval=0.2,
+                what="replica 2 to be replaced",
+            )
+            time.sleep(2)  # load on the replacement too
+        results = _locust_results(process, files)
+    finally:
+        locustrun.stop(process)
+    # The successor listened before the failing one stopped running: capacity never dipped.
+    new_listens = timeline.first(
+        lambda running, listening: (
+            any(c in listening for c in running - {old_full}) and len(listening - {old_full}) == 4
+        )
+    )
+    old_gone = timeline.first(lambda running, listening: old_full not in running)
+    assert new_listens is not None and old_gone is not None
+    assert new_listens < old_gone, (new_listens, old_gone)
+    assert all(len(running) >= 4 for _, running, _ in timeline.samples)
+    print(
+        f"\n{prefix}: successor listening after {new_listens - failed_at:.1f}s, the failing "
+        f"replica gone after {old_gone - failed_at:.1f}s (stop timeout {STOP_TIMEOUT_S}s)"
+    )
+    return results, fresh, new_listens - failed_at, victim["container_id"]
+
+
+def test_a_stopped_replica_is_replaced_before_it_is_removed_under_locust_load(
+    service: Service, tmp_path: Path, migrate_req: None
+) -> None:  # noqa: ARG001 - migrate_req: the hung replica's queue moves to the live ones
+    def stop(pid: int) -> None:
+        os.kill(pid, signal.SIGSTOP)
+
+    results, fresh, replaced_in, _ = _replace_under_load(service, tmp_path, (), stop, "sigstop")
+    assert replaced_in < HANG_WINDOW_S + 3, replaced_in
+    rows = service.ps()
+    assert rows[0]["replacements"] == {"hung": 1}
+    assert fresh["restarts"] == 1 and "hung" in fresh["last_error"]
+    # Only requests the stopped replica had already taken can fail (at most one in flight
+    # per user); everything the other replicas served succeeded, and the connections left
+    # in its accept queue moved to the live replicas when its listener was closed.
+    failed = sum(results["failures_by_error"].values())
+    print(
+        f"\nSIGSTOP: replaced in {replaced_in:.1f}s (window {HANG_WINDOW_S:g}s); "
+        f"{results['ok']} requests ok, {failed} failed: {results['failures_by_error']}"
+    )
+    assert failed <= USERS, results["failures_by_error"]
+    # A failure names the replica its connection was on (the demo app's X-Replica header).
+    assert {f["replica"] for f in results["failures"]} <= {None, "2"}, results["failures"]
+
+
+def test_an_unhealthy_replica_is_replaced_before_it_is_stopped_with_no_failed_request(
+    service: Service, tmp_path: Path
+) -> None:
+    base = _free_range(9)
+    extra = ("--health-port-base", str(base), "--health-interval", "0.5", "--health-retries", "2")
+
+    def unhealthy(pid: int) -> None:
+        os.kill(pid, signal.SIGUSR1)  # the demo app's /healthz now answers 503
+
+    results, fresh, replaced_in, _ = _replace_under_load(
+        service, tmp_path, extra, unhealthy, "unhealthy"
+    )
+    failed = sum(results["failures_by_error"].values())
+    print(f"\nunhealthy: replaced in {replaced_in:.1f}s; {results['ok']} ok, {failed} failed")
+    assert failed == 0, results["failures_by_error"]
+    assert service.ps()[0]["replacements"] == {"unhealthy": 1}
+    assert "unhealthy" in fresh["last_error"]
+    env = {
+        int(c.labels["io.reuseport.replica"]): dict(
+            e.split("=", 1) for e in c.attrs["Config"]["Env"]
+        )
+        for c in service.containers(all=False)
+    }
+    assert env[1]["HEALTH_PORT"] == str(base + 1)
+    # the successor of replica 2 started beside the unhealthy one: the first port above B+N
+    assert env[2]["HEALTH_PORT"] == str(base + 4 + 1)
+
+
+def _free_range(count: int) -> int:
+    for base in range(21000, 60000, 97):
+        try:
+            for port in range(base, base + count + 1):
+                with socket.socket() as probe_:
+                    probe_.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return base
+    pytest.fail("no free port range for health ports")
+
+
+def test_twice_the_saturating_load_is_not_a_hang(service: Service) -> None:
+    """New connection per request (the accept queue is busy all the time), at twice the
+    concurrency beyond which throughput stops growing; a short window makes a false hang
+    more likely. Nothing may be replaced."""
+    setups.ensure_packages(["wrk"])
+    result = service.cli(*service.up_args("--detach", "--hang-window", "2", replicas=2))
+    assert result.returncode == 0, result.stderr
+    before = service.replica_ids()
+    url = f"http://127.0.0.1:{service.port}/"
+    rates: dict[int, float] = {}
+    saturating = 0
+    for connections in (2, 4, 8, 16, 32, 64):
+        rates[connections] = wrk.run_wrk(url, connections, 3, connection="close").rps
+        previous = rates.get(connections // 2)
+        if previous and rates[connections] < previous * 1.1:
+            saturating = connections // 2
+            break
+    saturating = saturating or 64
+    # At least twice saturation; more connections only make the accept queues deeper.
+    overload_connections = max(2 * saturating, 32)
+    depths: list[int] = []
+    done = threading.Event()
+
+    def sample_queues() -> None:  # shows the accept queues really were busy
+        engine = connect()
+        replicas = engine.replicas(service.name)
+        while not done.wait(0.1):
+            seen = probe.observe(service.port, replicas, connections=False, foreign=False)
+            depths.append(sum(s.accept_queue for s in seen.replicas.values()))
+
+    sampler = threading.Thread(target=sample_queues, daemon=True)
+    sampler.start()
+    try:
+        overload = wrk.run_wrk(url, overload_connections, 12, connection="close", timeout_s=10)
+    finally:
+        done.set()
+        sampler.join()
+    print(
+        f"\nsaturation at {saturating} connections ({rates}); at {overload_connections}: "
+        f"{overload.rps:.0f} req/s, p99 {overload.p99_ms:.1f} ms, {overload.errors} errors; "
+        f"accept queues non-empty in {sum(1 for d in depths if d)}/{len(depths)} samples, "
+        f"max {max(depths, default=0)}, mean {statistics.mean(depths or [0]):.1f}"
+    )
+    rows = service.ps()
+    assert rows[0]["replacements"] == {}, rows
+    assert service.replica_ids() == before

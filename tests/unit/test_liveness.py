@@ -1,0 +1,123 @@
+"""The kernel hang signal and the app-level health checks, on scripted readings."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+from reuseport.engine.base import Replica
+from reuseport.health import HealthCheckFailed, HealthChecks
+from reuseport.liveness import HangDetector
+from reuseport.probe import ReplicaSockets
+from reuseport.spec import HealthPolicy
+
+
+def sockets(queue: int, connections: set[int]) -> ReplicaSockets:
+    return ReplicaSockets(100, (1,), queue, 128, frozenset(connections))
+
+
+def test_a_queue_that_is_never_taken_from_is_a_hang_after_the_window() -> None:
+    detector = HangDetector(5.0)
+    for second in range(5):
+        detector.observe("a", sockets(3 + second, {1}), float(second))
+        assert detector.hung("a", float(second)) == ""
+    detector.observe("a", sockets(9, {1}), 5.0)
+    assert detector.hung("a", 5.0).startswith("hung: 9 connection(s)")
+
+
+def test_any_progress_restarts_the_window() -> None:
+    detector = HangDetector(2.0)
+    detector.observe("a", sockets(5, {1}), 0.0)
+    detector.observe("a", sockets(4, {1}), 1.5)  # the queue shrank: it accepted
+    detector.observe("a", sockets(4, {1}), 3.0)
+    assert detector.hung("a", 3.0) == ""
+    detector.observe("a", sockets(6, {1, 2}), 4.0)  # a connection it had not held
+    detector.observe("a", sockets(6, {1, 2}), 5.5)
+    assert detector.hung("a", 5.5) == ""
+    detector.observe("a", sockets(6, {1, 2}), 6.1)
+    assert detector.hung("a", 6.1)
+
+
+def test_an_empty_queue_is_never_a_hang_and_zero_turns_the_check_off() -> None:
+    detector = HangDetector(1.0)
+    for second in range(10):
+        detector.observe("a", sockets(0, set()), float(second))
+    assert detector.hung("a", 10.0) == ""
+    off = HangDetector(0.0)
+    for second in range(10):
+        off.observe("a", sockets(7, set()), float(second))
+    assert off.hung("a", 10.0) == ""
+
+
+def test_forget_drops_gone_replicas() -> None:
+    detector = HangDetector(1.0)
+    detector.observe("a", sockets(1, set()), 0.0)
+    detector.forget(set())
+    assert detector.hung("a", 5.0) == ""
+
+
+class Inline:
+    def submit(self, fn: Any, *args: Any) -> Future[None]:
+        future: Future[None] = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, **_: Any) -> None: ...
+
+
+def replica(cid: str = "c1") -> Replica:
+    return Replica(cid, "s.1", "s", 1, "running", 10, "img", "", "", 0, 0.0, health_port=9001)
+
+
+def test_health_checks_ready_after_a_pass_unhealthy_after_retries_in_a_row() -> None:
+    now = [0.0]
+    outcomes = ["ok", "fail", "fail", "ok", "fail", "fail", "fail"]
+    results: list[bool] = []
+
+    def check(_: Replica) -> None:
+        if outcomes.pop(0) == "fail":
+            raise HealthCheckFailed("GET answered 503")
+
+    checks = HealthChecks(
+        HealthPolicy(port_base=9000, interval=1.0, retries=3),
+        check,
+        clock=lambda: now[0],
+        executor=Inline(),  # type: ignore[arg-type]
+        on_result=lambda seconds, ok: results.append(ok),
+    )
+    checks.poll([replica()])
+    assert checks.ready("c1") and checks.unhealthy("c1") == ""
+    for _ in range(3):
+        now[0] += 1.0
+        checks.poll([replica()])
+    assert checks.unhealthy("c1") == ""  # fail, fail, ok: never 3 in a row
+    for _ in range(3):
+        now[0] += 1.0
+        checks.poll([replica()])
+    assert checks.unhealthy("c1").startswith("unhealthy: 3 failed checks in a row")
+    assert checks.failed_total == 5 and results.count(False) == 5
+    checks.poll([])  # gone: forgotten
+    assert not checks.ready("c1")
+
+
+def test_a_check_that_never_returns_counts_as_failed_after_its_timeout() -> None:
+    now = [0.0]
+    never: Future[None] = Future()
+
+    class Stuck(Inline):
+        def submit(self, fn: Any, *args: Any) -> Future[None]:
+            return never
+
+    checks = HealthChecks(
+        HealthPolicy(cmd="sleep 100", timeout=1.0, retries=1),
+        lambda r: None,
+        clock=lambda: now[0],
+        executor=Stuck(),  # type: ignore[arg-type]
+    )
+    checks.poll([replica()])
+    now[0] = 2.5
+    checks.poll([replica()])
+    assert "timed out" in checks.unhealthy("c1")
