@@ -410,9 +410,7 @@ def ps(
 @app.command()
 def top(
     name: Annotated[str, typer.Argument(help="Service to watch.")],
-    interval: Annotated[
-        float, typer.Option("--interval", help="Seconds between refreshes.")
-    ] = 1.0,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
     state_dir: StateDir = None,
 ) -> None:
     """A live view of `ps NAME` from the kernel, refreshed every second until Ctrl-C:

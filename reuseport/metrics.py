@@ -2,7 +2,7 @@
 
 Nothing is counted twice: every figure is read at scrape time from what the supervisor
 already keeps for `ps` and the status file (its last snapshot, backoff book, replacement
-counts and health checks), so `/metrics` and `ps --json` agree by construction. The one
+counts and health checks), so `/metrics` and `ps --json` show the same numbers. The one
 exception is the health-check latency histogram, which needs every result rather than the
 last one, so it is fed by a supervisor health observer.
 
@@ -230,7 +230,7 @@ class SupervisorCollector(Collector):
         # As in `ps`: socket figures only when the last read included connections, and only
         # for running replicas (an exited one holds nothing).
         counted = port is not None and port.with_connections
-        for replica in snapshot.replicas:
+        for replica in sorted(snapshot.replicas, key=lambda r: (r.index, r.id)):
             labels = (service, str(replica.index), replica.short_id)
             listening_m.add_metric(labels, 1 if replica.id in snapshot.listening else 0)
             ready_m.add_metric(labels, 1 if replica.id in ready else 0)
