@@ -3,9 +3,12 @@
 A replica that is alive but stuck (stopped, deadlocked, spinning) keeps its LISTEN socket,
 so the kernel keeps handing it about 1/N of new connections, which wait in its accept
 queue. That is the signal: connections waiting in its accept queue that it does not take
-for ``window`` seconds. Progress is either the queue shrinking or a connection it had not
-held before appearing among its accepted sockets (socket inodes are never reused), so a
-replica that is slow but still accepting is never called hung, however deep its queue.
+for ``window`` seconds. Only ``accept()`` shrinks an accept queue (a client giving up does
+not), so a hung replica's queue never shrinks. Progress is either the queue shrinking
+between two readings or a connection it had not held before appearing among its accepted
+sockets (socket inodes are never reused). While a replica is suspect the supervisor reads
+its queue every ``SUSPECT_POLL_S``: a replica that is slow but still accepting shows a
+shrink within milliseconds, so it is never called hung, however deep its queue.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from dataclasses import dataclass
 
 from reuseport.probe import ReplicaSockets
 
+SUSPECT_POLL_S = 0.05  # queue readings while a replica is suspect (a listener read: ~0.1 ms)
+
 
 @dataclass(frozen=True)
 class _Stall:
     since: float  # when it was first seen with a queue and no progress since
     queue: int
-    connections: frozenset[int]
+    connections: frozenset[int] | None  # None until a reading included connections
 
 
 class HangDetector:
@@ -27,17 +32,37 @@ class HangDetector:
         self.window_s = window_s
         self._stalls: dict[str, _Stall] = {}
 
-    def observe(self, container_id: str, sockets: ReplicaSockets | None, now: float) -> None:
-        """Feed one reading; it must include the replica's accepted connections."""
+    def observe(
+        self,
+        container_id: str,
+        sockets: ReplicaSockets | None,
+        now: float,
+        with_connections: bool = True,
+    ) -> None:
+        """Feed one reading; ``with_connections=False`` when only listeners were read."""
         if sockets is None or sockets.accept_queue == 0:
             self._stalls.pop(container_id, None)
             return
         before = self._stalls.get(container_id)
-        progressed = before is None or (
-            sockets.accept_queue < before.queue or bool(sockets.connections - before.connections)
+        connections = sockets.connections if with_connections else None
+        if before is None:
+            self._stalls[container_id] = _Stall(now, sockets.accept_queue, connections)
+            return
+        progressed = sockets.accept_queue < before.queue or bool(
+            connections is not None
+            and before.connections is not None
+            and connections - before.connections
         )
-        since = now if progressed or before is None else before.since
-        self._stalls[container_id] = _Stall(since, sockets.accept_queue, sockets.connections)
+        self._stalls[container_id] = _Stall(
+            now if progressed else before.since,
+            sockets.accept_queue,
+            connections if connections is not None else before.connections,
+        )
+
+    @property
+    def suspects(self) -> bool:
+        """Some replica has a queue and no progress yet: read the queues often."""
+        return bool(self._stalls)
 
     def hung(self, container_id: str, now: float) -> str:
         """Why the replica counts as hung, or "" while it does not."""

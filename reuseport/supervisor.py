@@ -26,7 +26,7 @@ from reuseport.controller import Create, Fail, Observed, Remove, Replace, Wait
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import EngineError, ReplicaFailed, ReuseportError, ReusePortMissing
 from reuseport.health import HealthChecks, Observe, command_check, http_check
-from reuseport.liveness import HangDetector
+from reuseport.liveness import SUSPECT_POLL_S, HangDetector
 from reuseport.probe import PortObservation
 from reuseport.spec import HealthPolicy, ServiceSpec, differences
 from reuseport.store import StateStore
@@ -168,8 +168,9 @@ class Supervisor:
             # An adopted replica carries its restart count in a label.
             slot.restarts = max(slot.restarts, replica.restarts)
             listens = replica.id in listening
-            if detail:
-                self.hangs.observe(replica.id, observation.replicas.get(replica.id), now)
+            if detail or self.hangs.suspects:
+                sockets = observation.replicas.get(replica.id)
+                self.hangs.observe(replica.id, sockets, now, with_connections=detail)
             if listens and replica.id not in self._failing:
                 why = self.hangs.hung(replica.id, now)
                 why = why or (self.health.unhealthy(replica.id) if self.health else "")
@@ -479,6 +480,8 @@ class Supervisor:
         due = self.health.next_due() if self.health else None
         if due is not None:
             wake = min(wake, due - now)
+        if self.hangs.suspects and self.hangs.window_s > 0:
+            wake = min(wake, SUSPECT_POLL_S)
         min_ready = self.spec.rollout.min_ready_s
         for since in (self._ever_ready.get(r.id) for r in snapshot.replicas):
             if since is not None and now - since < min_ready:  # a rollout waits on it

@@ -38,6 +38,9 @@ class FakeEngine:
 
     def ping(self) -> None: ...
 
+    def version(self) -> dict[str, str]:
+        return {"version": "fake", "api_version": "1.41", "address": "fake"}
+
     def require_image(self, ref: str) -> None: ...
 
     def image_user(self, ref: str) -> str:

@@ -121,3 +121,14 @@ def test_a_check_that_never_returns_counts_as_failed_after_its_timeout() -> None
     now[0] = 2.5
     checks.poll([replica()])
     assert "timed out" in checks.unhealthy("c1")
+
+
+def test_listener_only_readings_count_a_shrinking_queue_as_progress() -> None:
+    detector = HangDetector(1.0)
+    detector.observe("a", sockets(5, {1}), 0.0)
+    for step in range(1, 40):  # 50 ms readings of the queue only, never shrinking
+        detector.observe("a", sockets(5 + step, set()), step * 0.05, with_connections=False)
+    assert detector.hung("a", 1.95)
+    detector.observe("a", sockets(3, set()), 2.0, with_connections=False)  # it accepted
+    assert detector.hung("a", 2.0) == ""
+    assert detector.suspects
