@@ -44,6 +44,10 @@ MAX_FAILURES_KEPT = 50_000
 
 shares: dict[str, Counter[str]] = defaultdict(Counter)
 failures_by_error: Counter[str] = Counter()
+# Successful responses that took longer than SLOW_MS, by user class: a request that sat in
+# a hung replica's accept queue and was answered after it moved to a live one.
+SLOW_MS = 1000.0
+slow: Counter[str] = Counter()
 failures: list[dict[str, Any]] = []
 per_second: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # second -> [ok, failed]
 started_at: float | None = None
@@ -110,6 +114,7 @@ def _on_request(
     response: Any = None,
     exception: BaseException | None = None,
     start_time: float | None = None,
+    response_time: float | None = None,
     **_: Any,
 ) -> None:
     now = time.time()
@@ -119,6 +124,8 @@ def _on_request(
     if exception is None:
         shares[kind][replica or "?"] += 1
         per_second[int(now)][0] += 1
+        if response_time is not None and response_time > SLOW_MS:
+            slow[kind] += 1
         return
     per_second[int(now)][1] += 1
     error = _error_key(exception)
@@ -164,6 +171,7 @@ def _write_results(**_: Any) -> None:
         {
             "shares": {kind: dict(counts) for kind, counts in shares.items()},
             "failures_by_error": dict(failures_by_error),
+            "slow_over_1s": dict(slow),
             "failures": failures,
             "failures_dropped": max(0, sum(failures_by_error.values()) - len(failures)),
             "per_second": {str(s): counts for s, counts in sorted(per_second.items())},

@@ -13,13 +13,14 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loadtest import locustrun, setups, wrk
-from reuseport import probe
+from reuseport import host, probe
 from reuseport.engine import connect
 from tests.integration.conftest import Service, wait_for
 
@@ -133,13 +134,29 @@ def _replace_under_load(
     return results, fresh, new_listens - failed_at, victim["container_id"]
 
 
+@pytest.fixture(params=[1, 0], ids=["tcp_migrate_req=1", "tcp_migrate_req=0"])
+def tcp_migrate_req(request: pytest.FixtureRequest) -> Iterator[int]:
+    """With 1 the connections left in the hung replica's queue move to the live replicas
+    when its listener is closed; with 0 the kernel resets them."""
+    before = host.tcp_migrate_req()
+    if before is None:
+        pytest.fail("this kernel lacks net.ipv4.tcp_migrate_req (Linux >= 5.14 needed)")
+    host.TCP_MIGRATE_REQ.write_text(f"{request.param}\n")
+    try:
+        yield request.param
+    finally:
+        host.TCP_MIGRATE_REQ.write_text(f"{before}\n")
+
+
 def test_a_stopped_replica_is_replaced_before_it_is_removed_under_locust_load(
-    service: Service, tmp_path: Path, migrate_req: None
-) -> None:  # noqa: ARG001 - migrate_req: the hung replica's queue moves to the live ones
+    service: Service, tmp_path: Path, tcp_migrate_req: int
+) -> None:
     def stop(pid: int) -> None:
         os.kill(pid, signal.SIGSTOP)
 
-    results, fresh, replaced_in, _ = _replace_under_load(service, tmp_path, (), stop, "sigstop")
+    results, fresh, replaced_in, _ = _replace_under_load(
+        service, tmp_path, (), stop, f"sigstop-migrate{tcp_migrate_req}"
+    )
     assert replaced_in < HANG_WINDOW_S + 3, replaced_in
     rows = service.ps()
     assert rows[0]["replacements"] == {"hung": 1}
@@ -149,8 +166,10 @@ def test_a_stopped_replica_is_replaced_before_it_is_removed_under_locust_load(
     # in its accept queue moved to the live replicas when its listener was closed.
     failed = sum(results["failures_by_error"].values())
     print(
-        f"\nSIGSTOP: replaced in {replaced_in:.1f}s (window {HANG_WINDOW_S:g}s); "
-        f"{results['ok']} requests ok, {failed} failed: {results['failures_by_error']}"
+        f"\nSIGSTOP (tcp_migrate_req={tcp_migrate_req}): successor listening after "
+        f"{replaced_in:.1f}s (window {HANG_WINDOW_S:g}s); {results['ok']} requests ok, of "
+        f"which {sum(results['slow_over_1s'].values())} took > 1 s {results['slow_over_1s']}; "
+        f"{failed} failed: {results['failures_by_error']}"
     )
     assert failed <= USERS, results["failures_by_error"]
     # A failure names the replica its connection was on (the demo app's X-Replica header).
