@@ -9,7 +9,6 @@ service (reset connections, dropped bursts) without stopping it.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import platform
 import re
@@ -23,7 +22,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from reuseport import host, kernel
+from reuseport import host, kernel, preflight
 from reuseport.engine import Engine, Replica
 from reuseport.engine import connect as connect_engine
 from reuseport.errors import ReuseportError
@@ -406,15 +405,11 @@ def _reuseport_via_pidfd(pid: int, inode: int) -> bool | None:
 
 
 def _probe_joinable(address: str, port: int) -> bool | None:
-    """Like preflight's check: a SO_REUSEPORT bind (never a listen) beside it succeeds."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            probe.bind((address, port))
-        except OSError as exc:
-            return False if exc.errno == errno.EADDRINUSE else None
-    return True
+    """preflight's check: a SO_REUSEPORT bind (never a listen) beside it succeeds."""
+    try:
+        return preflight.joinable(address, port)
+    except OSError:  # not EADDRINUSE: cannot tell
+        return None
 
 
 # --------------------------------------------------------------------------- rendering

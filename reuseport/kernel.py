@@ -170,6 +170,8 @@ class _DiagSocket:
     inode: int
     rqueue: int  # LISTEN: accept-queue depth; ESTABLISHED: bytes not yet read
     wqueue: int  # LISTEN: the backlog (max accept-queue depth); ESTABLISHED: bytes unsent
+    raw_family: int = socket.AF_INET
+    sockid: bytes = b""  # the raw inet_diag_sockid (ports, addresses, cookie)
 
 
 def _diag_dump(port: int, states: int) -> list[_DiagSocket]:
@@ -215,7 +217,17 @@ def _diag_dump(port: int, states: int) -> list[_DiagSocket]:
                     else:
                         address, name = socket.inet_ntop(socket.AF_INET6, src), "ipv6"
                     result.append(
-                        _DiagSocket(state, name, address, msg[13], msg[14], msg[11], msg[12])
+                        _DiagSocket(
+                            state,
+                            name,
+                            address,
+                            msg[13],
+                            msg[14],
+                            msg[11],
+                            msg[12],
+                            msg_family,
+                            data[payload + 4 : payload + 4 + 48],
+                        )
                     )
     return result
 
@@ -239,10 +251,10 @@ def close_listener(port: int, inode: int, attempts: int = 256) -> bool:
     carries the exact cookie asked for. Varying the (fictitious, 0.0.0.0) peer port steers
     the pick; the cookie check makes sure only the named socket is ever closed.
     """
-    wanted = [s for s in _diag_raw(port) if s[0] == inode]
+    wanted = [s for s in _diag_dump(port, _TCPF_LISTEN) if s.inode == inode]
     if not wanted:
         return True
-    family, sockid = wanted[0][1], wanted[0][2]
+    family, sockid = wanted[0].raw_family, wanted[0].sockid
     with socket.socket(
         socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG
     ) as nl:
@@ -263,35 +275,7 @@ def close_listener(port: int, inode: int, attempts: int = 256) -> bool:
                 return True
             if -errno != _ENOENT:
                 raise OSError(-errno, f"cannot close listener {inode}: {os.strerror(-errno)}")
-    return not any(s[0] == inode for s in _diag_raw(port))
-
-
-def _diag_raw(port: int) -> list[tuple[int, int, bytes]]:
-    """(inode, address family, raw inet_diag_sockid) of the LISTEN sockets on ``port``."""
-    found: list[tuple[int, int, bytes]] = []
-    with socket.socket(
-        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG
-    ) as nl:
-        nl.settimeout(2.0)
-        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
-            nl.send(_diag_request(family, port, seq, _TCPF_LISTEN))
-            done = False
-            while not done:
-                data = nl.recv(1 << 20)
-                offset = 0
-                while offset + _NLMSGHDR.size <= len(data):
-                    length, mtype, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
-                    payload = offset + _NLMSGHDR.size
-                    offset += max(_NLMSGHDR.size, (length + 3) & ~3)
-                    if mseq != seq:
-                        continue
-                    if mtype in (_NLMSG_DONE, _NLMSG_ERROR):
-                        done = True
-                        break
-                    if mtype == _SOCK_DIAG_BY_FAMILY:
-                        msg = _DIAG_MSG.unpack_from(data, payload)
-                        found.append((msg[14], msg[0], data[payload + 4 : payload + 52]))
-    return found
+    return not any(s.inode == inode for s in _diag_dump(port, _TCPF_LISTEN))
 
 
 @dataclass(frozen=True)
@@ -354,21 +338,7 @@ def _socket_links(inodes: Iterable[int]) -> dict[str, int]:
 
 def _pid_socket_inodes(pid: int, targets: dict[str, int], proc: str) -> set[int]:
     """Which of ``targets`` (link text -> inode) process ``pid`` holds an fd to."""
-    fd_dir = f"{proc}/{pid}/fd"
-    found: set[int] = set()
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:  # vanished, not ours, not a dir
-        return found
-    for name in names:
-        try:
-            link = os.readlink(f"{fd_dir}/{name}")
-        except OSError:  # fd closed meanwhile, process gone, permission
-            continue
-        inode = targets.get(link)
-        if inode is not None:
-            found.add(inode)
-    return found
+    return socket_inodes(pid, proc) & set(targets.values())
 
 
 def socket_inodes(pid: int, proc: str = "/proc") -> set[int]:

@@ -40,7 +40,7 @@ def check_port(engine: Engine, spec: ServiceSpec, own_containers: Collection[str
                 f"port {spec.port} is held by {who} as uid {listener.uid} but replicas would run "
                 f"as uid {uid}; SO_REUSEPORT only groups sockets of one effective uid"
             )
-        if _joinable(listener.address, spec.port):
+        if joinable(listener.address, spec.port):
             raise PortBusy(
                 f"port {spec.port} is already served by {who} with SO_REUSEPORT, which is not a "
                 f"replica of {spec.name!r} and would take a share of its connections; stop it "
@@ -58,7 +58,7 @@ def _describe(listener: kernel.Listener) -> str:
     return f"pid {listener.pids[0]} ({listener.program or '?'})"
 
 
-def _joinable(address: str, port: int) -> bool:
+def joinable(address: str, port: int) -> bool:
     """Could a SO_REUSEPORT socket of ours bind beside it? Bound, never listening, closed."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:

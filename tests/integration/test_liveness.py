@@ -262,3 +262,24 @@ def test_twice_the_saturating_load_is_not_a_hang(service: Service) -> None:
     rows = service.ps()
     assert rows[0]["replacements"] == {}, rows
     assert service.replica_ids() == before
+
+
+def test_a_failing_health_command_replaces_the_replica(service: Service) -> None:
+    extra = (
+        "--health-cmd",
+        "test ! -e /tmp/sick",
+        "--health-interval",
+        "0.5",
+        "--health-retries",
+        "2",
+    )
+    result = service.cli(*service.up_args("--detach", *extra, replicas=2))
+    assert result.returncode == 0, result.stderr
+    old, healthy = service.replica_ids()[1], service.replica_ids()[2]
+    service.client.containers.get(old).exec_run(["touch", "/tmp/sick"])
+    fresh = wait_for(
+        lambda: _replaced(service, 1, old[:12]), timeout=20, interval=0.2, what="replacement"
+    )
+    assert "health command exited with code 1" in fresh["last_error"]
+    assert service.ps()[0]["replacements"] == {"unhealthy": 1}
+    assert service.replica_ids()[2] == healthy  # the healthy one was left alone

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from reuseport.engine.base import Replica, SupervisorInfo
 from reuseport.probe import PortObservation, ReplicaSockets
@@ -127,3 +129,26 @@ def listening_probe(engine: FakeEngine, delay: float = 0.0, queues: dict[str, in
         return PortObservation(port, found, (), True)
 
     return probe
+
+
+def reconcile_for(supervisor: Any, engine: FakeEngine, seconds: float, step: float = 0.5) -> None:
+    """Reconcile passes over ``seconds`` of fake time, each re-listing (as a resync does)."""
+    end = engine.clock() + seconds
+    while engine.clock() < end:
+        supervisor._stale = True
+        supervisor.reconcile()
+        engine.clock.advance(step)
+
+
+class InlineExecutor:
+    """Runs health checks at once, in the caller's thread (scripted histories)."""
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - the check's failure is the result
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, **_: Any) -> None: ...

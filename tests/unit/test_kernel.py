@@ -455,3 +455,38 @@ def test_calls_leave_no_descriptor_open(sockets: list[socket.socket]) -> None:
         process_tree(os.getpid())
         container_id_of(os.getpid())
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_port_sockets_tells_accepted_from_queued_connections(
+    sockets: list[socket.socket],
+) -> None:
+    server = _listen(sockets, backlog=77)
+    port = server.getsockname()[1]
+    for _ in range(3):
+        sockets.append(socket.create_connection(("127.0.0.1", port)))
+    accepted = server.accept()[0]
+    sockets.append(accepted)
+
+    assert _wait_for(lambda: kernel.port_sockets(port).unaccepted == 2)
+    table = kernel.port_sockets(port)
+    assert table.listeners[_inode(server)].backlog == 77
+    assert table.listeners[_inode(server)].accept_queue == 2
+    assert table.accepted == {_inode(accepted)}
+    assert _inode(accepted) in kernel.socket_inodes(os.getpid())
+    assert kernel.port_sockets(port, connections=False).accepted == frozenset()
+
+
+def test_close_listener_closes_exactly_the_named_member_of_a_reuseport_group(
+    sockets: list[socket.socket],
+) -> None:
+    # SOCK_DESTROY needs CAP_NET_ADMIN: the suite runs as root, like the supervisor.
+    group = [_listen(sockets)]
+    port = group[0].getsockname()[1]
+    group += [_listen(sockets, port=port) for _ in range(5)]
+    victim = group[3]
+
+    assert kernel.close_listener(port, _inode(victim))
+
+    left = set(listening_inodes(port))
+    assert left == {_inode(s) for s in group} - {_inode(victim)}
+    assert kernel.close_listener(port, _inode(victim))  # already gone: nothing to do

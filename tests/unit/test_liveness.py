@@ -10,6 +10,7 @@ from reuseport.health import HealthCheckFailed, HealthChecks
 from reuseport.liveness import HangDetector
 from reuseport.probe import ReplicaSockets
 from reuseport.spec import HealthPolicy
+from tests.unit.fakes import InlineExecutor
 
 
 def sockets(queue: int, connections: set[int]) -> ReplicaSockets:
@@ -56,18 +57,6 @@ def test_forget_drops_gone_replicas() -> None:
     assert detector.hung("a", 5.0) == ""
 
 
-class Inline:
-    def submit(self, fn: Any, *args: Any) -> Future[None]:
-        future: Future[None] = Future()
-        try:
-            future.set_result(fn(*args))
-        except Exception as exc:  # noqa: BLE001
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, **_: Any) -> None: ...
-
-
 def replica(cid: str = "c1") -> Replica:
     return Replica(cid, "s.1", "s", 1, "running", 10, "img", "", "", 0, 0.0, health_port=9001)
 
@@ -85,7 +74,7 @@ def test_health_checks_ready_after_a_pass_unhealthy_after_retries_in_a_row() -> 
         HealthPolicy(port_base=9000, interval=1.0, retries=3),
         check,
         clock=lambda: now[0],
-        executor=Inline(),  # type: ignore[arg-type]
+        executor=InlineExecutor(),  # type: ignore[arg-type]
         on_result=lambda seconds, ok: results.append(ok),
     )
     checks.poll([replica()])
@@ -107,7 +96,7 @@ def test_a_check_that_never_returns_counts_as_failed_after_its_timeout() -> None
     now = [0.0]
     never: Future[None] = Future()
 
-    class Stuck(Inline):
+    class Stuck(InlineExecutor):
         def submit(self, fn: Any, *args: Any) -> Future[None]:
             return never
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from reuseport.probe import ForeignListener, PortObservation, ReplicaSockets
 from reuseport.spec import BackoffPolicy, HealthPolicy, ServiceSpec
 from reuseport.store import StateStore
 from reuseport.supervisor import Supervisor
-from tests.unit.fakes import FakeEngine
+from tests.unit.fakes import FakeEngine, InlineExecutor, reconcile_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -113,15 +112,6 @@ def registry(engine: FakeEngine, kernel: Kernel, tmp_path: Path) -> Iterator[Col
     detach()
 
 
-def passes(supervisor: Supervisor, engine: FakeEngine, seconds: float, step: float = 0.5) -> None:
-    """Reconcile passes over ``seconds`` of fake time, each re-listing (as a resync does)."""
-    end = engine.clock() + seconds
-    while engine.clock() < end:
-        supervisor._stale = True
-        supervisor.reconcile()
-        engine.clock.advance(step)
-
-
 def ps_json(
     supervisor: Supervisor, kernel: Kernel, monkeypatch: pytest.MonkeyPatch
 ) -> list[dict[str, Any]]:
@@ -144,12 +134,12 @@ def test_scrape_matches_ps_json_after_a_death_and_a_foreign_listener(
     supervisor.bring_up(timeout_s=5)
     victim = next(r for r in engine.running() if r.index == 2)
     engine.kill(victim.id)
-    passes(supervisor, engine, 1.0)
+    reconcile_for(supervisor, engine, 1.0)
     by_index = {r.index: r for r in engine.running()}
     kernel.sockets[by_index[1].id] = (3, frozenset({1, 2, 3, 4}))
     kernel.sockets[by_index[3].id] = (0, frozenset({5}))
     kernel.foreign = (STRANGER,)
-    passes(supervisor, engine, 1.0)  # one resync: the foreign listener is seen
+    reconcile_for(supervisor, engine, 1.0)  # one resync: the foreign listener is seen
 
     samples = scrape(registry)
     rows = ps_json(supervisor, kernel, monkeypatch)
@@ -211,7 +201,7 @@ def test_the_foreign_listener_leaves_the_metrics_when_it_closes(
     supervisor.bring_up(timeout_s=5)
     assert value(scrape(registry), "reuseport_foreign_listeners") == 1
     kernel.foreign = ()
-    passes(supervisor, engine, 1.0)
+    reconcile_for(supervisor, engine, 1.0)
     samples = scrape(registry)
     assert value(samples, "reuseport_foreign_listeners") == 0
     assert series(samples, "reuseport_foreign_listener_info") == []
@@ -252,7 +242,7 @@ def test_a_hung_replica_is_flagged_failing_and_not_ready(
     # Long enough to be judged hung (5 s window), too short for its successor to be
     # created and the hung one drained in the same pass: stop at the first verdict.
     for _ in range(40):
-        passes(supervisor, engine, 0.5)
+        reconcile_for(supervisor, engine, 0.5)
         if hung.id in (supervisor.snapshot.failing or {}):
             break
     samples = scrape(registry)
@@ -266,32 +256,18 @@ def test_a_hung_replica_is_flagged_failing_and_not_ready(
     assert value(samples, "reuseport_replicas_ready") == len(supervisor.snapshot.ready_ids) - 1
 
 
-class Inline:
-    """Runs health checks at once, in the loop's thread."""
-
-    def submit(self, fn, *args):  # noqa: ANN001, ANN202
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args))
-        except Exception as exc:  # noqa: BLE001
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, **_: object) -> None: ...
-
-
 def test_health_check_failures_and_latency(
     engine: FakeEngine, kernel: Kernel, tmp_path: Path
 ) -> None:
     spec = replace(SPEC, health=HealthPolicy(cmd="check", interval=1.0, retries=3))
     supervisor = make(engine, kernel, tmp_path, spec)
     assert supervisor.health is not None
-    supervisor.health.executor = Inline()  # type: ignore[assignment]
+    supervisor.health.executor = InlineExecutor()  # type: ignore[assignment]
     registry, detach = metrics.registry_for(supervisor)
     supervisor.bring_up(timeout_s=5)
     sick = next(r for r in engine.running() if r.index == 3)
     engine.exec_codes[sick.id] = 1
-    passes(supervisor, engine, 2.5)  # two more rounds of checks: the sick one fails twice
+    reconcile_for(supervisor, engine, 2.5)  # two more rounds of checks: the sick one fails twice
     samples = scrape(registry)
     detach()
 

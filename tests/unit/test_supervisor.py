@@ -12,7 +12,7 @@ from reuseport.errors import ReplicaFailed, ReusePortMissing
 from reuseport.spec import BackoffPolicy, ServiceSpec
 from reuseport.store import StateStore
 from reuseport.supervisor import Supervisor
-from tests.unit.fakes import FakeEngine, listening_probe
+from tests.unit.fakes import FakeEngine, InlineExecutor, listening_probe, reconcile_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -219,14 +219,6 @@ def _hang_supervisor(engine: FakeEngine, tmp_path: Path, sockets: dict) -> Super
     return supervisor
 
 
-def _passes(supervisor: Supervisor, engine: FakeEngine, seconds: float, step: float = 0.5) -> None:
-    end = engine.clock() + seconds
-    while engine.clock() < end:
-        supervisor._stale = True
-        supervisor.reconcile()
-        engine.clock.advance(step)
-
-
 def test_a_hung_replica_is_replaced_before_it_is_stopped(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
@@ -235,9 +227,9 @@ def test_a_hung_replica_is_replaced_before_it_is_stopped(
     supervisor.bring_up(timeout_s=5)
     hung = next(r for r in engine.running() if r.index == 1)
     sockets[hung.id] = (7, frozenset())  # connections wait; it never takes one
-    _passes(supervisor, engine, 4.0)
+    reconcile_for(supervisor, engine, 4.0)
     assert len(engine.created) == 3  # not yet: the window is 5 s
-    _passes(supervisor, engine, 3.0)
+    reconcile_for(supervisor, engine, 3.0)
     assert len(engine.created) == 4
     # its successor listens, so it is drained: its listener closed first
     assert supervisor.evicted == [hung.pid]  # type: ignore[attr-defined]
@@ -255,35 +247,23 @@ def test_a_slow_replica_that_still_accepts_is_not_hung(engine: FakeEngine, tmp_p
     busy = next(r for r in engine.running() if r.index == 2)
     for second in range(30):  # a deep queue that never drains, but new connections taken
         sockets[busy.id] = (50, frozenset({second, second + 1}))
-        _passes(supervisor, engine, 1.0)
+        reconcile_for(supervisor, engine, 1.0)
     assert len(engine.created) == 3
     assert not supervisor.replacements
 
 
 def test_a_failing_health_check_replaces_the_replica(engine: FakeEngine, tmp_path: Path) -> None:
-    from concurrent.futures import Future
 
     from reuseport.spec import HealthPolicy
-
-    class Inline:  # runs checks at once, in the loop's thread
-        def submit(self, fn, *args):  # noqa: ANN001, ANN202
-            future: Future = Future()
-            try:
-                future.set_result(fn(*args))
-            except Exception as exc:  # noqa: BLE001
-                future.set_exception(exc)
-            return future
-
-        def shutdown(self, **_: object) -> None: ...
 
     spec = replace(SPEC, health=HealthPolicy(cmd="check", interval=1.0, retries=2))
     supervisor = make(engine, tmp_path, spec)
     assert supervisor.health is not None
-    supervisor.health.executor = Inline()  # type: ignore[assignment]
+    supervisor.health.executor = InlineExecutor()  # type: ignore[assignment]
     supervisor.bring_up(timeout_s=5)
     sick = next(r for r in engine.running() if r.index == 3)
     engine.exec_codes[sick.id] = 1
-    _passes(supervisor, engine, 3.0)
+    reconcile_for(supervisor, engine, 3.0)
     assert supervisor.replacements["unhealthy"] == 1
     assert len(engine.created) == 4
     supervisor._removals.shutdown(wait=True)
