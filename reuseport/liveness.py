@@ -74,6 +74,11 @@ class HangDetector:
             f"{now - stall.since:.1f}s"
         )
 
+    def stalled_for(self, container_id: str, now: float) -> float:
+        """Seconds its queue has held connections it did not take (0 when it accepts)."""
+        stall = self._stalls.get(container_id)
+        return now - stall.since if stall else 0.0
+
     def forget(self, keep: set[str]) -> None:
         for container_id in [c for c in self._stalls if c not in keep]:
             del self._stalls[container_id]

@@ -39,6 +39,9 @@ BIND_CONFLICT_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
 # How often established connections are read (hang detection, the kernel view): the
 # listener-only reads of the fast readiness polling cost less.
 DETAIL_S = 0.5
+# A failing replica whose accept queue has not moved for this long is not accepting: its
+# listener is closed for it before it is stopped (see _evict).
+STALLED_EVICT_S = 1.0
 
 Observer = Callable[..., PortObservation]  # the signature of probe.observe
 Evict = Callable[[int, int], bool]  # (port, listener inode) -> closed
@@ -369,13 +372,20 @@ class Supervisor:
         self._removing.add(action.container_id)
         what = {"outdated": "old-template", "failing": "failing"}.get(action.why, "surplus")
         self.notify(f"draining {what} replica {action.index} ({action.container_id[:12]})")
-        if self._failing.get(action.container_id, "").startswith("hung"):
+        if action.why == "failing" and self._not_accepting(action.container_id):
             self._evict(action.container_id)
         future = self._removals.submit(
             self.engine.stop_replica, action.container_id, self.spec.stop_timeout
         )
         future.add_done_callback(lambda _: self._removed(action.container_id))
         self._stale = True
+
+    def _not_accepting(self, container_id: str) -> bool:
+        """Hung, or failing its health check while its queue is not being taken from
+        (a stopped process fails both): SIGTERM would not get it to close its listener."""
+        if self._failing.get(container_id, "").startswith("hung"):
+            return True
+        return self.hangs.stalled_for(container_id, self.clock()) >= STALLED_EVICT_S
 
     def _evict(self, container_id: str) -> None:
         """A hung replica would never close its listener, and SIGTERM cannot reach a

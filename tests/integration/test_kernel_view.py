@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reuseport import labels
-from tests.integration.conftest import Service, free_port, wait_for
+from tests.integration.conftest import Service, assert_one_line_error, free_port, wait_for
 
 
 def scrape(port: int) -> dict[str, list[Any]]:
@@ -154,3 +156,19 @@ def test_a_foreign_listener_is_flagged_in_ps_doctor_and_metrics_and_left_alone(
         lambda: not [r for r in service.ps() if r["state"] == "foreign"],
         what="the flag to clear once it closed",
     )
+
+
+def test_top_refreshes_the_kernel_view_until_interrupted(service: Service) -> None:
+    result = service.cli(*service.up_args("--detach"))
+    assert result.returncode == 0, result.stderr
+    top = service.popen("top", service.name, "--interval", "0.3")
+    time.sleep(2)
+    top.send_signal(signal.SIGINT)
+    out, err = top.communicate(timeout=10)
+    assert top.returncode == 0, err
+    assert "CONNS" in out and "QUEUE" in out and "SHARE" in out
+    assert f":{service.port}" in out
+
+    missing = service.cli("top", "it-no-such-service")
+    assert_one_line_error(missing, "no service named")
+    assert missing.returncode == 4

@@ -268,3 +268,25 @@ def test_a_failing_health_check_replaces_the_replica(engine: FakeEngine, tmp_pat
     assert len(engine.created) == 4
     supervisor._removals.shutdown(wait=True)
     assert sick.id in engine.stopped  # gracefully: it still served
+
+
+def test_an_unhealthy_replica_that_also_stopped_accepting_has_its_listener_closed(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    from reuseport.spec import HealthPolicy
+
+    sockets: dict = {}
+    spec = replace(SPEC, health=HealthPolicy(cmd="check", interval=0.5, retries=2, hang_window=60))
+    supervisor = _hang_supervisor(engine, tmp_path, sockets)
+    supervisor.store.save_spec(spec)
+    supervisor._spec_mtime = 0.0
+    supervisor._reload_spec()  # as the loop does when the stored spec changes
+    assert supervisor.health is not None
+    supervisor.health.executor = InlineExecutor()  # type: ignore[assignment]
+    supervisor.bring_up(timeout_s=5)
+    stopped = next(r for r in engine.running() if r.index == 3)
+    sockets[stopped.id] = (4, frozenset())  # its queue holds connections it does not take
+    engine.exec_codes[stopped.id] = 1  # and its check fails
+    reconcile_for(supervisor, engine, 4.0)
+    assert supervisor.replacements == {"unhealthy": 1}  # the 60 s hang window is far off
+    assert supervisor.evicted == [stopped.pid]  # type: ignore[attr-defined]
