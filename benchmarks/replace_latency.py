@@ -48,7 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -307,10 +307,11 @@ class Bench:
         now = time.perf_counter()
         self.dk_since = {c.id: now for c in self.dk_containers}
 
-    def start_reuseport(self) -> None:
-        """``reuseport up -d`` on ``rp_port``; proven listening by ps and the kernel."""
+    def start_reuseport(self, extra: Sequence[str] = ()) -> None:
+        """``reuseport up -d`` on ``rp_port`` (plus ``extra`` options of ``up``); proven
+        listening by ps and the kernel."""
         up = ["up", self.args.image, "-n", str(self.replicas), "-p", str(self.rp_port)]
-        up += ["--name", self.name, "-d", "--ready-timeout", str(SETUP_TIMEOUT_S)]
+        up += ["--name", self.name, "-d", "--ready-timeout", str(SETUP_TIMEOUT_S), *extra]
         if self.args.backoff_reset is not None:
             up += ["--backoff-reset", str(self.args.backoff_reset)]
         log(f"reuseport: {' '.join(up)}")

@@ -2,10 +2,11 @@
 
 In one run on this machine, with the same demo image and replica count: throughput and
 latency of reuseport against nginx, HAProxy, the no-hop "limit" and a single replica (wrk),
-the kernel's per-replica share of connections, a chaos run under locust load, and a
-scale-out. Writes results.json, results.md and PNG charts to --out; --update-readme puts
-the table into README.md. --smoke runs every part for a few seconds (CI uses it so the
-benchmark never rots; its figures mean nothing).
+the kernel's per-replica share of connections, a chaos run under locust load, a rollout, a
+scale-out, and a hung (SIGSTOPped) replica under load: reuseport's hang detection against
+Docker's HEALTHCHECK with --restart always. Writes results.json, results.md and PNG charts
+to --out; --update-readme puts the table into README.md. --smoke runs every part for a few
+seconds (CI uses it so the benchmark never rots; its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from loadtest import report
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = ("reuseport-demo:latest", "reuseport:latest")
-PARTS = ("throughput", "chaos", "rollout", "scaleout")
+PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,8 +48,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--chaos-duration", type=float, default=30, help="seconds of kills (30)")
     parser.add_argument("--kill-every", type=float, default=5, help="seconds between kills (5)")
-    parser.add_argument("--users", type=int, default=40, help="locust users in the chaos run (40)")
+    parser.add_argument("--users", type=int, default=40, help="locust users per run (40)")
     parser.add_argument("--scaleout", type=int, default=16, help="replicas for the scale-out (16)")
+    parser.add_argument(
+        "--hang-duration",
+        type=float,
+        default=20,
+        help="seconds of load after a replica is SIGSTOPped, per setup (20)",
+    )
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run ({','.join(PARTS)})")
     parser.add_argument("--base-port", type=int, default=18100, help="first port used (18100)")
     parser.add_argument(
@@ -65,9 +72,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
     if not 1 <= args.replicas <= 64:
         parser.error("--replicas must be between 1 and 64")
+    if args.hang_duration <= 0:
+        parser.error("--hang-duration must be > 0")
     if args.smoke:
         args.duration, args.repeats, args.chaos_duration = 1.0, 1, 8.0
         args.kill_every, args.users, args.scaleout = 3.0, 10, 4
+        # Just past reuseport's 5 s hang window, so the replacement still happens.
+        args.hang_duration = 8.0
     return args
 
 
@@ -112,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     parts = args.only.split(",")
     require_images()
-    from loadtest import chaos, rolling, scaleout, setups, throughput
+    from loadtest import chaos, hang, rolling, scaleout, setups, throughput
 
     setups.ensure_packages(["wrk", "nginx", "haproxy"])
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -166,6 +177,22 @@ def main(argv: list[str] | None = None) -> int:
             results["scaleout"] = scaleout.run_scaleout(
                 image, args.scaleout, args.base_port + 200, progress=say
             )
+        if "hang" in parts:
+            say(
+                f"hang: SIGSTOP of one replica under load, {args.hang_duration:g} s after it: "
+                "reuseport, then Docker HEALTHCHECK + restart always"
+            )
+            results["hang"] = hang.run_hang(
+                image,
+                args.replicas,
+                args.base_port + 250,
+                args.hang_duration,
+                args.users,
+                Path(work),
+                progress=say,
+                # The smoke run needs the shape, not a steady load: every user runs already.
+                warmup_s=1.0 if args.smoke else hang.WARMUP_S,
+            )
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     written = report.write(results, args.out)
     table = report.markdown(json.loads((args.out / "results.json").read_text()))
@@ -178,8 +205,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from benchmarks import replace_latency as rl
+
     try:
         sys.exit(main())
     except KeyboardInterrupt:
         say("interrupted; everything it started was removed")
         sys.exit(130)
+    except (rl.SetupError, rl.TrialFailed) as exc:
+        # Every part tears down in its finally before this is reached.
+        say(f"failed: {exc}")
+        sys.exit(2)

@@ -24,6 +24,10 @@ Environment:
 * ``LOCUST_USER_RPS``: requests per second per user (default 20). A constant rate keeps
   the load steady and well below what 2 cores can serve, so dips in throughput show
   failures, not saturation.
+* ``LOCUST_NETWORK_TIMEOUT``: seconds a request may wait for its connection and for its
+  answer (FastHttpUser's ``network_timeout`` and ``connection_timeout``; unset: locust's
+  default, 60 s). The hang scenario uses 5 s: a request stuck on a stopped replica must
+  fail inside the run instead of outliving it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,24 @@ import geventhttpclient.client
 from locust import FastHttpUser, constant_throughput, events, task
 
 USER_RPS = float(os.environ.get("LOCUST_USER_RPS", "20"))
+
+
+def _network_timeout() -> float | None:
+    """LOCUST_NETWORK_TIMEOUT in seconds; None keeps FastHttpUser's defaults, so the other
+    scenarios run exactly as before."""
+    text = os.environ.get("LOCUST_NETWORK_TIMEOUT", "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"LOCUST_NETWORK_TIMEOUT must be a number of seconds > 0, not {text!r}")
+    return value
+
+
+NETWORK_TIMEOUT_S = _network_timeout()
 # Enough for any sane chaos run; a run where everything fails must not eat all memory.
 MAX_FAILURES_KEPT = 50_000
 
@@ -76,6 +98,9 @@ class _ReplicaUser(FastHttpUser):
     # Replica that answered this user's previous request, for KeepAliveUser the replica its
     # open connection is on: tells a failure on a killed replica's connection from others.
     connection_replica: str | None = None
+    if NETWORK_TIMEOUT_S is not None:
+        network_timeout = NETWORK_TIMEOUT_S
+        connection_timeout = NETWORK_TIMEOUT_S
 
     def context(self) -> dict[str, Any]:
         return {"kind": type(self).__name__, "connection_replica": self.connection_replica}

@@ -43,7 +43,10 @@ def start(
     files: LocustFiles,
     margin_s: float = 0.0,
     user_classes: tuple[str, ...] = USER_CLASSES,
+    network_timeout_s: float | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``network_timeout_s``: how long a request may wait (connect, answer) before it fails;
+    None keeps locust's default (60 s)."""
     for stale in (files.replicas, files.ready):
         stale.unlink(missing_ok=True)
     # We stop locust with SIGTERM when the kills are done; --run-time only bounds it in
@@ -78,6 +81,10 @@ def start(
         "LOCUST_READY_FILE": str(files.ready),
         "LOCUST_USER_RPS": str(USER_RPS),
     }
+    if network_timeout_s is not None:
+        env["LOCUST_NETWORK_TIMEOUT"] = str(network_timeout_s)
+    else:
+        env.pop("LOCUST_NETWORK_TIMEOUT", None)  # one set in our own environment must not leak in
     with open(files.stdout, "wb") as out, open(files.stderr, "wb") as err:
         # Own session: a Ctrl-C at the terminal reaches only us; we stop locust in finally.
         return subprocess.Popen(

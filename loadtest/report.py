@@ -100,7 +100,115 @@ def checks(results: dict[str, Any]) -> list[Check]:
                     f"{run['failures']} failed of {run['requests']}",
                 )
             )
+    found += _hang_checks(results.get("hang") or {})
     return found
+
+
+HANG_MARGIN_S = 3.0  # start-up of the successor and the poll, on top of the hang window
+
+
+def _hang_checks(hang: dict[str, Any]) -> list[Check]:
+    ours = hang.get("setups", {}).get("reuseport")
+    docker = hang.get("setups", {}).get("docker")
+    found: list[Check] = []
+    if ours and docker:
+        found.append(
+            Check(
+                "hang: reuseport failed requests < Docker HEALTHCHECK + restart always",
+                ours["failures"] < docker["failures"],
+                f"{ours['failures']} vs {docker['failures']}",
+            )
+        )
+    if ours:
+        bound = (hang.get("hang_window_s") or 0) + HANG_MARGIN_S
+        successor, gone = ours.get("successor_listening_s"), ours.get("stopped_listener_gone_s")
+        found.append(
+            Check(
+                "hang: reuseport replaced the stopped replica within its hang window "
+                f"+ {HANG_MARGIN_S:g} s",
+                successor is not None and gone is not None and max(successor, gone) <= bound,
+                f"successor listening after {_secs(successor)}, stopped listener gone after "
+                f"{_secs(gone)} (expected <= {bound:g} s)",
+            )
+        )
+    if docker:
+        replaced = docker.get("successor_listening_s")
+        restarts = docker.get("restart_count")
+        found.append(
+            Check(
+                "hang: Docker never replaced the stopped container (moby#28400)",
+                replaced is None and not restarts,
+                (
+                    "no new listener"
+                    if replaced is None
+                    else f"a new listener after {replaced:.2f} s"
+                )
+                + f", RestartCount {_fmt(restarts)}, marked unhealthy after "
+                f"{_secs(docker.get('unhealthy_s'))}",
+            )
+        )
+    return found
+
+
+def _secs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f} s"
+
+
+def _short_error(key: str) -> str:
+    """geventhttpclient wraps the cause: RetriesExceeded('url', 0, original=timed out)."""
+    match = re.search(r"original=(.*)\)$", key)
+    return match.group(1) if match else key
+
+
+def _hang_lines(hang: dict[str, Any]) -> list[str]:
+    if hang.get("skipped"):
+        return ["", f"Hung replica: skipped ({hang['skipped']})."]
+    figures = hang.get("setups", {})
+    if not figures:
+        return []
+    health = hang.get("health", {})
+    restored = "restored after" if hang.get("tcp_migrate_req_restored") else "NOT restored"
+    lines = [
+        "",
+        f"Hung replica: SIGSTOP of replica {hang.get('stopped_replica')} of "
+        f"{hang.get('replicas')} under locust load ({hang.get('users')} users, "
+        f"{_fmt(hang.get('duration_s'))} s of load after the SIGSTOP, locust network timeout "
+        f"{_fmt(hang.get('network_timeout_s'))} s), each setup alone on the machine; "
+        f"net.ipv4.tcp_migrate_req={hang.get('tcp_migrate_req')} for this part (was "
+        f"{hang.get('tcp_migrate_req_before')}, {restored}):",
+        "",
+        "| setup | successor listening | hung listener gone | marked unhealthy | requests ok "
+        "| slow > 1 s | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "reuseport": f"reuseport: `up -d`, --hang-window {_fmt(hang.get('hang_window_s'))} s "
+        f"(default), --stop-timeout {hang.get('stop_timeout_s')}",
+        "docker": f"Docker: --restart always + HEALTHCHECK (every "
+        f"{_fmt(health.get('interval_s'))} s, {_fmt(health.get('retries'))} retries)",
+    }
+    for name in ("reuseport", "docker"):
+        fig = figures.get(name)
+        if not fig:
+            continue
+        unhealthy = "n/a" if name == "reuseport" else _secs(fig.get("unhealthy_s"))
+        lines.append(
+            f"| {labels[name]} | {_secs(fig.get('successor_listening_s'))} | "
+            f"{_secs(fig.get('stopped_listener_gone_s'))} | {unhealthy} | "
+            f"{_fmt(fig.get('ok'))} | {_fmt(fig.get('slow'))} | {_fmt(fig.get('failures'))} |"
+        )
+    errors = []
+    for name in ("reuseport", "docker"):
+        by_error = (figures.get(name) or {}).get("failures_by_error") or {}
+        if by_error:
+            spread = ", ".join(
+                f"{count} {_short_error(key)}"
+                for key, count in sorted(by_error.items(), key=lambda kv: -kv[1])
+            )
+            errors.append(f"{name} {spread}")
+    if errors:
+        lines += ["", "Failed requests by error: " + "; ".join(errors) + "."]
+    return lines
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -191,6 +299,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"Scale-out: `up --replicas {scale.get('replicas')}` from nothing to all listening "
             f"in {_fmt(scale.get('seconds'), 2)} s.",
         ]
+    lines += _hang_lines(results.get("hang") or {})
     found = checks(results)
     if found:
         lines += ["", "Expectations:", ""]
@@ -239,6 +348,46 @@ def charts(results: dict[str, Any], out_dir: Path) -> list[Path]:
         axis.legend()
         fig.tight_layout()
         path = out_dir / "chaos.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    hang = (results.get("hang") or {}).get("setups") or {}
+    if any(f.get("throughput") for f in hang.values()):
+        fig, axis = plt.subplots(figsize=(11, 4))
+        colors = {"reuseport": "tab:blue", "docker": "tab:orange"}
+        for name, figures in hang.items():
+            points = figures.get("throughput") or []
+            color = colors.get(name)
+            times = [p["t_s"] for p in points]
+            axis.plot(times, [p["ok"] for p in points], color=color, label=f"{name}: ok/s")
+            axis.plot(
+                times,
+                [p["failed"] for p in points],
+                color=color,
+                linestyle=":",
+                label=f"{name}: failed/s",
+            )
+        axis.axvline(0, color="red", alpha=0.5, linestyle="--", label="SIGSTOP")
+        gone = (hang.get("reuseport") or {}).get("stopped_listener_gone_s")
+        if gone is not None:
+            axis.axvline(
+                gone, color="tab:blue", alpha=0.5, linestyle="--", label="reuseport: replaced"
+            )
+        unhealthy = (hang.get("docker") or {}).get("unhealthy_s")
+        if unhealthy is not None:
+            axis.axvline(
+                unhealthy,
+                color="tab:orange",
+                alpha=0.5,
+                linestyle="--",
+                label="docker: marked unhealthy",
+            )
+        axis.set_xlabel("seconds since the SIGSTOP (each setup its own run)")
+        axis.set_ylim(bottom=0)
+        axis.set_title("hung replica: throughput, reuseport vs Docker HEALTHCHECK")
+        axis.legend(fontsize="small")
+        fig.tight_layout()
+        path = out_dir / "hang.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

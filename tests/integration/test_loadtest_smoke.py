@@ -57,8 +57,28 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     ]
     assert all(r["rollout_ok"] for r in runs)
     assert all(r["requests"] > 0 for r in runs)
-    assert {"results.md", "setups.png", "chaos.png"} <= {p.name for p in out.iterdir()}
-    assert "| reuseport:" in (out / "results.md").read_text()
+
+    hang = data["hang"]
+    assert set(hang["setups"]) == {"reuseport", "docker"}
+    assert hang["tcp_migrate_req"] == 1 and hang["tcp_migrate_req_restored"] is True
+    assert hang["network_timeout_s"] == 5 and hang["left_behind"] == []
+    for name, figures in hang["setups"].items():
+        assert figures["ok"] > 0 and figures["throughput"], name
+        assert isinstance(figures["failures_by_error"], dict), name
+        for key in (
+            "successor_listening_s",
+            "stopped_listener_gone_s",
+            "stopped_process_gone_s",
+            "unhealthy_s",
+        ):
+            assert figures[key] is None or figures[key] > 0, (name, key)
+    assert isinstance(hang["setups"]["reuseport"]["replacements"], dict)
+    assert isinstance(hang["setups"]["docker"]["restart_count"], int)
+    assert any(c["name"].startswith("hang: ") for c in data["checks"])
+
+    assert {"results.md", "setups.png", "chaos.png", "hang.png"} <= {p.name for p in out.iterdir()}
+    md = (out / "results.md").read_text()
+    assert "| reuseport:" in md and "| Docker: --restart always + HEALTHCHECK" in md
 
     # Nothing left behind: containers, proxies, listeners on the ports it used.
     assert {c.id for c in docker_client.containers.list(all=True)} <= before

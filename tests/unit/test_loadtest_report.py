@@ -1,6 +1,7 @@
 """The benchmark's report: ratios, checks and table come only from the measurements."""
 
 from pathlib import Path
+from typing import Any
 
 from loadtest import report
 
@@ -93,3 +94,106 @@ def test_readme_block_is_replaced_between_markers(tmp_path: Path) -> None:
         readme.read_text()
         == f"intro\n{report.README_START}\nnew table\n{report.README_END}\nrest\n"
     )
+
+
+HANG: dict[str, Any] = {
+    "replicas": 4,
+    "users": 40,
+    "duration_s": 20.0,
+    "stopped_replica": 2,
+    "network_timeout_s": 5.0,
+    "hang_window_s": 5.0,
+    "stop_timeout_s": 3,
+    "health": {"interval_s": 1.0, "http_timeout_s": 1.0, "retries": 3},
+    "tcp_migrate_req": 1,
+    "tcp_migrate_req_before": 0,
+    "tcp_migrate_req_restored": True,
+    "setups": {
+        "reuseport": {
+            "ok": 15000,
+            "slow": 4,
+            "failures": 21,
+            "failures_by_error": {
+                "RetriesExceeded('http://127.0.0.1:18350/', 0, original=timed out)": 21
+            },
+            "successor_listening_s": 5.6,
+            "stopped_listener_gone_s": 5.62,
+            "unhealthy_s": None,
+            "throughput": [
+                {"t_s": -1.0, "ok": 800, "failed": 0},
+                {"t_s": 0.0, "ok": 500, "failed": 0},
+            ],
+        },
+        "docker": {
+            "ok": 9000,
+            "slow": 0,
+            "failures": 160,
+            "failures_by_error": {"ConnectionResetError(104)": 2, "timed out": 158},
+            "successor_listening_s": None,
+            "stopped_listener_gone_s": None,
+            "unhealthy_s": 6.19,
+            "restart_count": 0,
+            "throughput": [
+                {"t_s": -1.2, "ok": 800, "failed": 0},
+                {"t_s": -0.2, "ok": 300, "failed": 9},
+            ],
+        },
+    },
+}
+
+
+def _with_hang(**reuseport: Any) -> dict[str, Any]:
+    hang: dict[str, Any] = {**HANG, "setups": {**HANG["setups"]}}
+    hang["setups"]["reuseport"] = {**HANG["setups"]["reuseport"], **reuseport}
+    return {**RESULTS, "hang": hang}
+
+
+def test_hang_checks_compare_failures_and_the_replacement_time() -> None:
+    found = {c.name: c for c in report.checks(_with_hang())}
+    fewer = found["hang: reuseport failed requests < Docker HEALTHCHECK + restart always"]
+    assert fewer.met and fewer.detail == "21 vs 160"
+    in_time = found["hang: reuseport replaced the stopped replica within its hang window + 3 s"]
+    assert in_time.met and "(expected <= 8 s)" in in_time.detail
+    never = found["hang: Docker never replaced the stopped container (moby#28400)"]
+    assert never.met and never.detail.startswith("no new listener, RestartCount 0")
+
+
+def test_hang_checks_are_short_when_reuseport_fails_more_or_never_replaces() -> None:
+    found = {
+        c.name: c.met for c in report.checks(_with_hang(failures=160, stopped_listener_gone_s=None))
+    }
+    assert found["hang: reuseport failed requests < Docker HEALTHCHECK + restart always"] is False
+    assert (
+        found["hang: reuseport replaced the stopped replica within its hang window + 3 s"] is False
+    )
+    late = {c.name: c.met for c in report.checks(_with_hang(successor_listening_s=8.5))}
+    assert (
+        late["hang: reuseport replaced the stopped replica within its hang window + 3 s"] is False
+    )
+
+
+def test_hang_table_puts_both_setups_side_by_side(tmp_path: Path) -> None:
+    written = report.write(_with_hang(), tmp_path)
+    assert "hang.png" in {p.name for p in written}
+    table = (tmp_path / "results.md").read_text()
+    assert "net.ipv4.tcp_migrate_req=1 for this part (was 0, restored after)" in table
+    assert "locust network timeout 5 s" in table
+    assert (
+        "| reuseport: `up -d`, --hang-window 5 s (default), --stop-timeout 3 | 5.60 s | 5.62 s "
+        "| n/a | 15,000 | 4 | 21 |" in table
+    )
+    assert (
+        "| Docker: --restart always + HEALTHCHECK (every 1 s, 3 retries) | never | never "
+        "| 6.19 s | 9,000 | 0 | 160 |" in table
+    )
+    assert "reuseport 21 timed out; docker 158 timed out, 2 ConnectionResetError(104)" in table
+    # The other parts' lines are all still there, in the same order.
+    remaining = iter(table.splitlines())
+    assert all(line in remaining for line in report.markdown(RESULTS).splitlines())
+
+
+def test_hang_skipped_or_absent() -> None:
+    assert "Hung replica" not in report.markdown(RESULTS)
+    skipped = report.markdown({**RESULTS, "hang": {"skipped": "no tcp_migrate_req"}})
+    assert "Hung replica: skipped (no tcp_migrate_req)." in skipped
+    assert not any(c.name.startswith("hang:") for c in report.checks(RESULTS))
