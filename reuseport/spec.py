@@ -141,6 +141,17 @@ class ServiceSpec:
             )
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise InvalidSpec(f"--metrics-port {self.metrics_port} is the service's own port")
+        base = self.health.port_base
+        if base is not None:
+            # Replica i gets base + i; successors started beside running replicas take the
+            # ports above base + replicas: keep the service's own ports out of that range.
+            top = base + 2 * self.replicas + self.rollout.max_surge
+            for what, taken in (("--port", self.port), ("--metrics-port", self.metrics_port)):
+                if taken is not None and base < taken <= top:
+                    raise InvalidSpec(
+                        f"{what} {taken} falls among the health ports {base + 1}-{top} "
+                        f"(--health-port-base {base})"
+                    )
         for key, _ in self.env:
             if key in RESERVED_ENV:
                 raise InvalidSpec(f"-e {key}=... is reserved: reuseport sets {key} itself")

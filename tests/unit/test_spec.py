@@ -114,3 +114,26 @@ def test_json_from_a_newer_writer_is_read_without_its_unknown_fields() -> None:
     data = json.loads(make().to_json())
     data["some_future_field"] = {"x": 1}
     assert ServiceSpec.from_json(json.dumps(data)) == make()
+
+
+def test_health_ports_must_not_cover_the_service_or_metrics_port() -> None:
+    from reuseport.spec import HealthPolicy
+
+    with pytest.raises(InvalidSpec, match="falls among the health ports 9001-9009"):
+        ServiceSpec("s", "img", replicas=4, port=9003, health=HealthPolicy(port_base=9000))
+    with pytest.raises(InvalidSpec, match="--metrics-port 9009"):
+        ServiceSpec(
+            "s",
+            "img",
+            replicas=4,
+            port=8080,
+            metrics_port=9009,
+            health=HealthPolicy(port_base=9000),
+        )
+    ServiceSpec("s", "img", replicas=4, port=9010, health=HealthPolicy(port_base=9000))
+    assert (
+        ServiceSpec("s", "img", health=HealthPolicy(port_base=9000)).replica_env(1, 9001)[
+            "HEALTH_PORT"
+        ]
+        == "9001"
+    )
