@@ -340,6 +340,7 @@ def _live_view(supervisor: Supervisor) -> ServiceView:
         now,
         snap.port,
         snap.failing,
+        set(snap.listening) - snap.ready_ids,
     )
     return ServiceView(
         snap.spec.name,

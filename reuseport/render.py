@@ -44,6 +44,8 @@ def service_table(view: ServiceView) -> Group:
         note = f"retry in {row.retry_in_s:.1f}s" if row.retry_in_s is not None else ""
         if row.last_error:
             note = f"{note}; {row.last_error}" if note else f"last: {row.last_error}"
+        if row.awaiting_health:
+            note = "waiting for its first passing health check"
         if row.failing:
             note = f"replacing: {row.failing}"
         table.add_row(

@@ -238,6 +238,7 @@ def service_view(name: str, engine: Engine, store: StateStore) -> ServiceView:
         time.time(),
         sockets,
         status.get("failing", {}),
+        status.get("awaiting_health", ()),
     )
     return ServiceView(
         name,

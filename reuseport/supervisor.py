@@ -569,6 +569,8 @@ class Supervisor:
             "slots": slots,
             "replacements": dict(self.replacements),
             "failing": dict(self._failing),
+            # listening, but its app-level check has not passed yet: not ready
+            "awaiting_health": sorted(set(snapshot.listening) - snapshot.ready_ids),
         }
         # The loop polls every few ms while replicas start: write only on change or heartbeat.
         if status == self._published and wall - self._published_at < HEARTBEAT_S:

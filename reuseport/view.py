@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ class ReplicaRow:
     backlog: int | None = None
     share: float | None = None
     failing: str = ""  # why it is being replaced while still running
+    awaiting_health: bool = False  # listening, its first health check not passed yet
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,7 +49,9 @@ class ServiceView:
 
     @property
     def ready(self) -> int:
-        return sum(1 for row in self.rows if row.listening and not row.failing)
+        return sum(
+            1 for row in self.rows if row.listening and not row.failing and not row.awaiting_health
+        )
 
     @property
     def connections(self) -> int:
@@ -65,6 +68,7 @@ def replica_rows(
     now: float,
     port: PortObservation | None = None,
     failing: Mapping[str, str] | None = None,
+    awaiting_health: Collection[str] = (),
 ) -> list[ReplicaRow]:
     """Rows for running/dead containers plus one for each wanted index that has none
     (in backoff, or not created yet)."""
@@ -92,6 +96,7 @@ def replica_rows(
                 backlog=sockets.backlog if sockets and counted else None,
                 share=(port.share(replica.id) or 0.0) if port and counted else None,
                 failing=(failing or {}).get(replica.id, ""),
+                awaiting_health=replica.id in awaiting_health,
             )
         )
     present = {r.index for r in replicas if r.running}

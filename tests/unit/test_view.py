@@ -39,3 +39,41 @@ def test_missing_index_without_backoff_is_pending() -> None:
 
 def test_uptime_format() -> None:
     assert [format_uptime(s) for s in (None, 5, 65, 3700)] == ["-", "5s", "1m05s", "1h01m"]
+
+
+def test_ready_counts_neither_failing_nor_health_pending_replicas() -> None:
+    from reuseport.probe import PortObservation, ReplicaSockets
+    from reuseport.view import ServiceView
+
+    replicas = [replica(1, "aaaaaaaa"), replica(2, "bbbbbbbb"), replica(3, "cccccccc")]
+    ids = [r.id for r in replicas]
+    port = PortObservation(
+        8080,
+        {
+            ids[0]: ReplicaSockets(101, (1,), 0, 128, frozenset({7, 8, 9})),
+            ids[1]: ReplicaSockets(102, (2,), 5, 128, frozenset({10})),
+            ids[2]: ReplicaSockets(103, (3,), 0, 128, frozenset()),
+        },
+        (),
+        True,
+    )
+    rows = replica_rows(
+        "demo",
+        "demo:1",
+        replicas,
+        port.listening,
+        {},
+        3,
+        1010.0,
+        port,
+        failing={ids[1]: "hung: 5 connection(s) left in its accept queue for 5.0s"},
+        awaiting_health={ids[2]},
+    )
+    view = ServiceView("demo", 8080, 3, tuple(rows), "none")
+    assert view.ready == 1 and view.connections == 4
+    assert [(r.connections, r.accept_queue, r.backlog, r.share) for r in rows] == [
+        (3, 0, 128, 0.75),
+        (1, 5, 128, 0.25),
+        (0, 0, 128, 0.0),
+    ]
+    assert rows[1].failing.startswith("hung") and rows[2].awaiting_health
