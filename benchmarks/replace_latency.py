@@ -285,13 +285,20 @@ class Bench:
             except docker.errors.ImageNotFound:
                 raise SetupError(f"image {image} is missing: run scripts/build-images") from None
 
-    def start_docker_policy(self) -> None:
-        """``replicas`` plain ``--restart always --init`` containers on ``dk_port``."""
+    def start_docker_policy(
+        self, health_ports: Sequence[int] = (), healthcheck: dict[str, Any] | None = None
+    ) -> None:
+        """``replicas`` plain ``--restart always --init`` containers on ``dk_port``; with
+        ``health_ports``, container i also gets ``HEALTH_PORT=health_ports[i-1]`` and the
+        Docker ``healthcheck`` (Engine API form)."""
         log(
             f"docker policy: starting {self.replicas} --restart always containers "
             f"on port {self.dk_port}"
         )
         for i in range(1, self.replicas + 1):
+            environment = {"PORT": str(self.dk_port), "REPLICA": str(i)}
+            if health_ports:
+                environment["HEALTH_PORT"] = str(health_ports[i - 1])
             container = self.client.containers.run(
                 self.args.image,
                 detach=True,
@@ -299,8 +306,9 @@ class Bench:
                 network_mode="host",
                 restart_policy={"Name": "always"},
                 init=True,
-                environment={"PORT": str(self.dk_port), "REPLICA": str(i)},
+                environment=environment,
                 labels={BENCH_LABEL: "1", RUN_LABEL: self.name},
+                healthcheck=healthcheck,
             )
             self.dk_containers.append(container)
         wait_listening(self.dk_port, self.replicas, SETUP_TIMEOUT_S)

@@ -211,36 +211,22 @@ def _set_migrate_req(value: int) -> None:
 def _start_docker_health(
     bench: rl.Bench, health_ports: list[int], progress: Callable[[str], None]
 ) -> None:
-    """``replicas`` ``--restart always --init`` containers with a HEALTHCHECK each, labelled
-    like ``Bench.start_docker_policy``'s so ``Bench.cleanup`` removes them."""
+    """``Bench.start_docker_policy``'s containers, each with a HEALTHCHECK on its own
+    health port; returns once Docker calls every one healthy."""
     progress(
         f"hang: docker: {bench.replicas} --restart always containers on :{bench.dk_port}, "
         f"HEALTHCHECK GET /healthz on health ports {', '.join(map(str, health_ports))}"
     )
     seconds = 1_000_000_000  # the Engine API counts health timings in nanoseconds
-    for index, health_port in enumerate(health_ports, start=1):
-        container = bench.client.containers.run(
-            bench.args.image,
-            detach=True,
-            name=f"{bench.name}-docker-{index}",
-            network_mode="host",
-            restart_policy={"Name": "always"},
-            init=True,
-            environment={
-                "PORT": str(bench.dk_port),
-                "REPLICA": str(index),
-                "HEALTH_PORT": str(health_port),
-            },
-            labels={rl.BENCH_LABEL: "1", rl.RUN_LABEL: bench.name},
-            healthcheck={
-                "test": ["CMD", "python3", "-c", HEALTH_PROBE],
-                "interval": int(HEALTH_INTERVAL_S * seconds),
-                "timeout": int(HEALTH_CHECK_TIMEOUT_S * seconds),
-                "retries": HEALTH_RETRIES,
-            },
-        )
-        bench.dk_containers.append(container)
-    rl.wait_listening(bench.dk_port, bench.replicas, rl.SETUP_TIMEOUT_S)
+    bench.start_docker_policy(
+        health_ports,
+        healthcheck={
+            "test": ["CMD", "python3", "-c", HEALTH_PROBE],
+            "interval": int(HEALTH_INTERVAL_S * seconds),
+            "timeout": int(HEALTH_CHECK_TIMEOUT_S * seconds),
+            "retries": HEALTH_RETRIES,
+        },
+    )
     # The load starts on containers Docker itself calls healthy, so "unhealthy" later is
     # the SIGSTOP's doing.
     deadline = time.monotonic() + HEALTHY_TIMEOUT_S
