@@ -332,15 +332,6 @@ def port_sockets(port: int, connections: bool = True, proc: str = "/proc") -> Po
 # --------------------------------------------------------------------------- fd scans
 
 
-def _socket_links(inodes: Iterable[int]) -> dict[str, int]:
-    return {f"socket:[{inode}]": inode for inode in inodes}
-
-
-def _pid_socket_inodes(pid: int, targets: dict[str, int], proc: str) -> set[int]:
-    """Which of ``targets`` (link text -> inode) process ``pid`` holds an fd to."""
-    return socket_inodes(pid, proc) & set(targets.values())
-
-
 def socket_inodes(pid: int, proc: str = "/proc") -> set[int]:
     """Inodes of every socket process ``pid`` holds an fd to (empty if unreadable)."""
     fd_dir = f"{proc}/{pid}/fd"
@@ -385,15 +376,15 @@ def listeners(port: int, proc: str = "/proc") -> list[Listener]:
     """Every TCP LISTEN socket on ``port`` with its owner processes, program and container.
 
     Scans the fd tables of all processes in ``proc``, so it costs more than
-    :func:`pids_listening`; use that one in tight polling loops. Sorted by inode.
+    :func:`pids_listening` or ``probe.observe``, which read only given processes; use those
+    in polling loops. Sorted by inode.
     """
     sockets = listening_inodes(port, proc)
     if not sockets:
         return []
-    targets = _socket_links(sockets)
     owners: dict[int, list[int]] = {inode: [] for inode in sockets}
     for pid in _all_pids(proc):
-        for inode in _pid_socket_inodes(pid, targets, proc):
+        for inode in socket_inodes(pid, proc) & sockets.keys():
             owners[inode].append(pid)
 
     result: list[Listener] = []
@@ -429,8 +420,7 @@ def pids_listening(port: int, pids: Iterable[int], proc: str = "/proc") -> set[i
     sockets = listening_inodes(port, proc)
     if not sockets:
         return set()
-    targets = _socket_links(sockets)
-    return {pid for pid in set(pids) if _pid_socket_inodes(pid, targets, proc)}
+    return {pid for pid in set(pids) if socket_inodes(pid, proc) & sockets.keys()}
 
 
 # --------------------------------------------------------------------------- containers
