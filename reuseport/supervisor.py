@@ -164,6 +164,7 @@ class Supervisor:
         present = {r.id for r in self._all}
         self.hangs.forget(present)
         self._failing = {c: why for c, why in self._failing.items() if c in present}
+        self._replaced &= present  # a removed container never comes back
         observed = []
         ready_ids = set()
         for replica in self._replicas:
