@@ -115,6 +115,7 @@ def plan(
     outdated_only: dict[int, Observed] = {}  # indices still served only by the old template
     unavailable = 0  # wanted indices without an available replica
     empty: list[int] = []
+    successors: list[int] = []  # indices held only by a failing replica
     for index in sorted(set(by_index) | set(range(1, desired + 1))):
         group = by_index.get(index, [])
         wanted = 1 <= index <= desired
@@ -136,7 +137,7 @@ def plan(
             if not any(available(r) for r in keep):
                 keep += failing[:1]  # whatever it still serves, until a successor is available
             if not current and not outdated:
-                actions.append(Create(index))  # replace before stop: outside the surge budget
+                successors.append(index)  # replace before stop: outside the surge budget
         for surplus in [r for r in current + outdated + failing if r not in keep]:
             why = "failing" if surplus in failing else "surplus"
             why = "outdated" if wanted and surplus in outdated else why
@@ -157,7 +158,9 @@ def plan(
         slot = slots.get(index)
         return newly_failed.get(index, slot.retry_at if slot else 0.0)
 
-    for index in empty:
+    # Backoff applies to a successor too: one that keeps failing (crashes at start, cannot
+    # be created) is retried at the index's retry time, never on every pass.
+    for index in empty + successors:
         actions.append(Create(index) if now >= retry_at(index) else Wait(index, retry_at(index)))
     # Roll the template forward (or back) index by index within the surge/unavailable budget.
     # Replicas told to drain in this pass still run until they have drained: count them.

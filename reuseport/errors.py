@@ -87,3 +87,13 @@ class RolloutInterrupted(ReuseportError):
     """The user stopped watching a rollout; the supervisor carries it on."""
 
     exit_code = 130
+
+
+class StateUnreadable(ReuseportError):
+    """A state file exists but cannot be read (corrupt, truncated, or a newer version)."""
+
+    exit_code = 9
+
+
+class SupervisorConflict(SpecConflict):
+    """Another supervisor holds the service's lease."""

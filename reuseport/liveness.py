@@ -21,64 +21,48 @@ SUSPECT_POLL_S = 0.05  # queue readings while a replica is suspect (a listener r
 
 
 @dataclass(frozen=True)
-class _Stall:
-    since: float  # when it was first seen with a queue and no progress since
+class Stall:
+    """A replica seen with connections in its accept queue and no progress since ``since``."""
+
+    since: float
     queue: int
     connections: frozenset[int] | None  # None until a reading included connections
 
 
-class HangDetector:
-    def __init__(self, window_s: float) -> None:
-        self.window_s = window_s
-        self._stalls: dict[str, _Stall] = {}
+def advance(
+    stall: Stall | None,
+    sockets: ReplicaSockets | None,
+    now: float,
+    with_connections: bool = True,
+) -> Stall | None:
+    """Fold one reading into the replica's stall (None: it has no queue, nothing to watch).
+    ``with_connections=False`` when only listeners were read."""
+    if sockets is None or sockets.accept_queue == 0:
+        return None
+    connections = sockets.connections if with_connections else None
+    if stall is None:
+        return Stall(now, sockets.accept_queue, connections)
+    progressed = sockets.accept_queue < stall.queue or bool(
+        connections is not None
+        and stall.connections is not None
+        and connections - stall.connections
+    )
+    return Stall(
+        now if progressed else stall.since,
+        sockets.accept_queue,
+        connections if connections is not None else stall.connections,
+    )
 
-    def observe(
-        self,
-        container_id: str,
-        sockets: ReplicaSockets | None,
-        now: float,
-        with_connections: bool = True,
-    ) -> None:
-        """Feed one reading; ``with_connections=False`` when only listeners were read."""
-        if sockets is None or sockets.accept_queue == 0:
-            self._stalls.pop(container_id, None)
-            return
-        before = self._stalls.get(container_id)
-        connections = sockets.connections if with_connections else None
-        if before is None:
-            self._stalls[container_id] = _Stall(now, sockets.accept_queue, connections)
-            return
-        progressed = sockets.accept_queue < before.queue or bool(
-            connections is not None
-            and before.connections is not None
-            and connections - before.connections
-        )
-        self._stalls[container_id] = _Stall(
-            now if progressed else before.since,
-            sockets.accept_queue,
-            connections if connections is not None else before.connections,
-        )
 
-    @property
-    def suspects(self) -> bool:
-        """Some replica has a queue and no progress yet: read the queues often."""
-        return bool(self._stalls)
+def hung(stall: Stall | None, window_s: float, now: float) -> str:
+    """Why the replica counts as hung, or "" while it does not (``window_s`` 0: never)."""
+    if window_s <= 0 or stall is None or now - stall.since < window_s:
+        return ""
+    return (
+        f"hung: {stall.queue} connection(s) left in its accept queue for {now - stall.since:.1f}s"
+    )
 
-    def hung(self, container_id: str, now: float) -> str:
-        """Why the replica counts as hung, or "" while it does not."""
-        stall = self._stalls.get(container_id)
-        if self.window_s <= 0 or stall is None or now - stall.since < self.window_s:
-            return ""
-        return (
-            f"hung: {stall.queue} connection(s) left in its accept queue for "
-            f"{now - stall.since:.1f}s"
-        )
 
-    def stalled_for(self, container_id: str, now: float) -> float:
-        """Seconds its queue has held connections it did not take (0 when it accepts)."""
-        stall = self._stalls.get(container_id)
-        return now - stall.since if stall else 0.0
-
-    def forget(self, keep: set[str]) -> None:
-        for container_id in [c for c in self._stalls if c not in keep]:
-            del self._stalls[container_id]
+def stalled_for(stall: Stall | None, now: float) -> float:
+    """Seconds its queue has held connections it did not take (0 when it accepts)."""
+    return now - stall.since if stall else 0.0

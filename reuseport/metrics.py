@@ -1,8 +1,8 @@
 """Prometheus metrics of a live supervisor, served on ``--metrics-port``.
 
-Nothing is counted twice: every figure is read at scrape time from what the supervisor
-already keeps for `ps` and the status file (its last snapshot, backoff book, replacement
-counts and health checks), so `/metrics` and `ps --json` show the same numbers. The one
+Nothing is counted twice: every figure is read at scrape time from the status the
+supervisor published after its last pass (the one `ps` reads) and its health checks, so
+`/metrics` and `ps --json` show the same numbers. The one
 exception is the health-check latency histogram, which needs every result rather than the
 last one, so it is fed by a supervisor health observer.
 
@@ -20,10 +20,11 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reuseport.backoff import SlotHealth
 from reuseport.errors import InvalidSpec, PortConflict
 from reuseport.health import HealthState
-from reuseport.supervisor import Snapshot, Supervisor, death_kind
+from reuseport.reconciler import death_kind
+from reuseport.status import ReplicaStatus, ServiceStatus
+from reuseport.supervisor import Supervisor
 
 # Every kind death_kind() and the supervisor produce, so each reason series exists (at 0)
 # from the first scrape and rate()/increase() see its first replacement.
@@ -35,6 +36,7 @@ REPLACEMENT_REASONS = (
     "hung",
     "unhealthy",
     "create-failed",
+    "never-listened",
 )
 # Health checks are HTTP GETs or `docker exec`s with a timeout of about a second: finer
 # than the default buckets at the low end, and up to the longest sensible --health-timeout.
@@ -50,57 +52,45 @@ class SupervisorCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         sup = self.supervisor
-        # One read of each attribute the loop replaces or mutates (see the module doc).
-        snapshot = sup.snapshot
-        slots = dict(sup.book.slots)
-        replacements = dict(sup.replacements)
+        # One read of each attribute the loop replaces (see the module doc): the status is
+        # immutable, the health states are copied.
+        status = sup.status
         health = sup.health
         health_states = dict(health.states) if health is not None else {}
         health_failed = health.failed_total if health is not None else 0
-        now = sup.clock()
-
-        spec = snapshot.spec
-        service = spec.name
-        port = snapshot.port
-        failing = snapshot.failing or {}
-        listening = snapshot.listening
-        # Ready means what it means to `ps`: listening, not being replaced; and, when an
-        # app-level check is configured, passed it (the supervisor's own ready_ids).
-        ready = {
-            r.id
-            for r in snapshot.replicas
-            if r.id in snapshot.ready_ids and r.id in listening and r.id not in failing
-        }
+        now = sup.wall()
+        service = status.name
+        replicas = [r for r in status.replicas if r.container_id]
 
         yield _gauge(
             "reuseport_service_info",
             "The supervised service (value 1); labels say what it runs.",
-            {"service": service, "port": str(spec.port), "image": spec.image, "mode": sup.mode},
+            {"service": service, "port": str(status.port), "image": status.image, "mode": sup.mode},
             1,
         )
         yield _gauge(
             "reuseport_replicas_desired",
             "Replicas the service should run.",
             {"service": service},
-            spec.replicas,
+            status.desired or 0,
         )
         yield _gauge(
             "reuseport_replicas_running",
             "Replica containers running (including ones being replaced).",
             {"service": service},
-            sum(1 for r in snapshot.replicas if r.running),
+            status.running,
         )
         yield _gauge(
             "reuseport_replicas_listening",
             "Replicas the kernel shows listening on the service port.",
             {"service": service},
-            sum(1 for r in snapshot.replicas if r.id in listening),
+            sum(1 for r in replicas if r.listening),
         )
         yield _gauge(
             "reuseport_replicas_ready",
             "Replicas listening, past their health check if any, and not being replaced.",
             {"service": service},
-            len(ready),
+            status.ready,
         )
 
         reasons = CounterMetricFamily(
@@ -108,12 +98,13 @@ class SupervisorCollector(Collector):
             "Replicas replaced since the supervisor started, by why.",
             labels=("service", "reason"),
         )
+        replacements = status.replacements
         for reason in sorted(set(REPLACEMENT_REASONS) | replacements.keys()):
             reasons.add_metric((service, reason), replacements.get(reason, 0))
         yield reasons
 
-        yield from self._slots(service, slots, now)
-        yield from self._replicas(service, snapshot, ready, failing, health_states)
+        yield from self._indices(service, status, now)
+        yield from self._replicas(service, replicas, health_states)
 
         yield _counter(
             "reuseport_health_check_failures",
@@ -122,7 +113,7 @@ class SupervisorCollector(Collector):
             health_failed,
         )
 
-        foreign = port.foreign if port is not None else ()
+        foreign = status.foreign
         yield _gauge(
             "reuseport_foreign_listeners",
             "Listening sockets on the service port that no replica holds (with SO_REUSEPORT "
@@ -151,7 +142,7 @@ class SupervisorCollector(Collector):
             )
         yield info
 
-    def _slots(self, service: str, slots: dict[int, SlotHealth], now: float) -> Iterator[Metric]:
+    def _indices(self, service: str, status: ServiceStatus, now: float) -> Iterator[Metric]:
         """Per replica index: what survives its containers (restarts, backoff)."""
         restarts = CounterMetricFamily(
             "reuseport_replica_restarts",
@@ -168,20 +159,18 @@ class SupervisorCollector(Collector):
             "Seconds until this replica index is re-created (0 when it is not backing off).",
             labels=("service", "replica"),
         )
-        for index in sorted(slots):
-            slot = slots[index]
+        for index in sorted(status.indices):
+            slot = status.indices[index]
             labels = (service, str(index))
             restarts.add_metric(labels, slot.restarts)
             failures.add_metric(labels, slot.failures)
-            retry.add_metric(labels, max(0.0, slot.retry_at - now))
+            retry.add_metric(labels, max(0.0, slot.retry_at - now) if slot.retry_at else 0.0)
         yield from (restarts, failures, retry)
 
     def _replicas(
         self,
         service: str,
-        snapshot: Snapshot,
-        ready: set[str],
-        failing: dict[str, str],
+        replicas: list[ReplicaStatus],
         health_states: dict[str, HealthState],
     ) -> Iterator[Metric]:
         """Per container: readiness, and its sockets on the port as `ps` shows them."""
@@ -226,24 +215,21 @@ class SupervisorCollector(Collector):
             "How long this replica's last finished health check took.",
             labels=names,
         )
-        port = snapshot.port
         # As in `ps`: socket figures only when the last read included connections, and only
         # for running replicas (an exited one holds nothing).
-        counted = port is not None and port.with_connections
-        for replica in sorted(snapshot.replicas, key=lambda r: (r.index, r.id)):
-            labels = (service, str(replica.index), replica.short_id)
-            listening_m.add_metric(labels, 1 if replica.id in snapshot.listening else 0)
-            ready_m.add_metric(labels, 1 if replica.id in ready else 0)
-            if counted and replica.running and port is not None:
-                sockets = port.replicas.get(replica.id)
-                connections.add_metric(labels, len(sockets.connections) if sockets else 0)
-                accept_queue.add_metric(labels, sockets.accept_queue if sockets else 0)
-                if sockets and sockets.backlog:
+        for replica in sorted(replicas, key=lambda r: (r.index, r.container_id or "")):
+            labels = (service, str(replica.index), replica.short_id or "")
+            listening_m.add_metric(labels, 1 if replica.listening else 0)
+            ready_m.add_metric(labels, 1 if replica.ready else 0)
+            sockets = replica.sockets
+            if sockets is not None:
+                connections.add_metric(labels, sockets.connections)
+                accept_queue.add_metric(labels, sockets.accept_queue)
+                if sockets.backlog:
                     backlog.add_metric(labels, sockets.backlog)
-            why = failing.get(replica.id)
-            if why:
-                failing_m.add_metric((*labels, death_kind(why)), 1)
-            state = health_states.get(replica.id)
+            if replica.why:
+                failing_m.add_metric((*labels, death_kind(replica.why)), 1)
+            state = health_states.get(replica.container_id or "")
             if state is not None:
                 health_failures.add_metric(labels, state.failures)
                 if state.latency_s is not None:

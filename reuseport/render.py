@@ -1,4 +1,4 @@
-"""Rich renderings of service views: the `ps` table and the live `up` table."""
+"""Rich renderings of service statuses: the `ps` table, `top` and the live `up` table."""
 
 from __future__ import annotations
 
@@ -9,19 +9,22 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from reuseport.view import ServiceView, format_uptime
+from reuseport.judge import AWAITING_HEALTH, DRAINING
+from reuseport.status import STALE_AFTER_S, ReplicaStatus, ServiceStatus, replica_json
 
 
-def service_table(view: ServiceView) -> Group:
-    port = f":{view.port}" if view.port else "port ?"
-    desired = view.desired if view.desired is not None else "?"
+def service_table(status: ServiceStatus, now: float) -> Group:
+    port = f":{status.port}" if status.port else "port ?"
+    desired = status.desired if status.desired is not None else "?"
+    ready = status.ready
     header = Text.assemble(
-        (view.name, "bold"),
+        (status.name, "bold"),
         f"  {port}  ",
-        (f"{view.ready}/{desired} ready", "green" if view.ready == view.desired else "yellow"),
-        f"  supervisor: {view.supervisor}",
-        f"  connections: {view.connections}" if _counted(view) else "",
-        (f"  replaced: {_replacements(view)}", "yellow") if view.replacements else "",
+        (f"{ready}/{desired} ready", "green" if ready == status.desired else "yellow"),
+        f"  supervisor: {status.supervisor}",
+        _freshness(status, now),
+        f"  connections: {status.connections}" if status.counted else "",
+        (f"  replaced: {_replacements(status)}", "yellow") if status.replacements else "",
     )
     table = Table(box=None, pad_edge=False, header_style="bold")
     widths = {"CONTAINER": 12, "STATE": 7, "LISTENING": 9}
@@ -40,33 +43,30 @@ def service_table(view: ServiceView) -> Group:
         "NOTE",
     ):
         table.add_column(column, min_width=widths.get(column), no_wrap=column != "NOTE")
-    for row in view.rows:
-        note = f"retry in {row.retry_in_s:.1f}s" if row.retry_in_s is not None else ""
-        if row.last_error:
-            note = f"{note}; {row.last_error}" if note else f"last: {row.last_error}"
-        if row.awaiting_health:
-            note = "waiting for its first passing health check"
-        if row.failing:
-            note = f"replacing: {row.failing}"
+    for row in status.replicas:
+        sockets = row.sockets
+        uptime = now - row.started_at if row.running and row.started_at else None
         table.add_row(
-            str(row.replica),
-            row.container_id or "-",
+            str(row.index),
+            row.short_id or "-",
             Text(row.state, style="green" if row.state == "running" else "yellow"),
             Text("yes", style="green") if row.listening else Text("no", style="red"),
             str(row.pid) if row.pid else "-",
-            _number(row.connections),
-            _queue(row.accept_queue, row.backlog),
-            f"{row.share:.0%}" if row.share is not None else "-",
+            str(sockets.connections) if sockets else "-",
+            _queue(sockets.accept_queue, sockets.backlog) if sockets else Text("-"),
+            f"{sockets.share:.0%}" if sockets else "-",
             str(row.restarts),
-            format_uptime(row.uptime_s),
+            format_uptime(uptime),
             row.image,
-            note,
+            _note(row, now),
         )
     parts: list[Text | Table] = [header, table]
-    for foreign in view.foreign:
+    if status.problem:
+        parts.append(Text(f"! {status.problem}", style="bold red"))
+    for foreign in status.foreign:
         parts.append(
             Text(
-                f"! foreign listener on :{view.port}: {foreign.describe()} is not a replica; "
+                f"! foreign listener on :{status.port}: {foreign.describe()} is not a replica; "
                 "with SO_REUSEPORT and the same uid it takes a share of the connections",
                 style="bold red",
             )
@@ -74,13 +74,43 @@ def service_table(view: ServiceView) -> Group:
     return Group(*parts)
 
 
-def _counted(view: ServiceView) -> bool:
-    return any(row.connections is not None for row in view.rows)
+def _note(row: ReplicaStatus, now: float) -> str:
+    if row.why:
+        return f"replacing: {row.why}"
+    if row.verdict == AWAITING_HEALTH:
+        return "waiting for its first passing health check"
+    if row.verdict == DRAINING:
+        return "draining"
+    note = f"retry in {max(0.0, row.retry_at - now):.1f}s" if row.retry_at is not None else ""
+    if row.last_error:
+        note = f"{note}; {row.last_error}" if note else f"last: {row.last_error}"
+    return note
 
 
-def _replacements(view: ServiceView) -> str:
-    counts = sorted((view.replacements or {}).items(), key=lambda item: (-item[1], item[0]))
+def _freshness(status: ServiceStatus, now: float) -> Text:
+    """How old the supervisor's last pass is; stale said plainly."""
+    if not status.mode:
+        return Text("")
+    age = status.age(now)
+    if age > STALE_AFTER_S:
+        return Text(f"  STALE: last pass {age:.0f}s ago", style="bold red")
+    return Text(f"  (last pass {age:.1f}s ago)", style="dim")
+
+
+def _replacements(status: ServiceStatus) -> str:
+    counts = sorted(status.replacements.items(), key=lambda item: (-item[1], item[0]))
     return ", ".join(f"{n} {kind}" for kind, n in counts)
+
+
+def format_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _number(value: int | None) -> str:
@@ -94,24 +124,27 @@ def _queue(depth: int | None, backlog: int | None) -> Text:
     return Text(text, style="red" if depth else "")
 
 
-def views_json(views: Sequence[ServiceView]) -> str:
+def statuses_json(statuses: Sequence[ServiceStatus], now: float) -> str:
     """One object per replica, then one per foreign listener (``state: "foreign"``); the
     service-wide figures are repeated on each so a script can filter rows freely."""
     rows = []
-    for view in views:
+    for status in statuses:
         service = {
-            "desired": view.desired,
-            "ready": view.ready,
-            "port": view.port,
-            "replacements": dict(view.replacements or {}),
-            "foreign_listeners": len(view.foreign),
+            "desired": status.desired,
+            "ready": status.ready,
+            "port": status.port,
+            "replacements": dict(status.replacements),
+            "foreign_listeners": len(status.foreign),
+            "supervisor": status.supervisor,
+            "status_age_s": round(status.age(now), 1) if status.mode else None,
+            "problem": status.problem,
         }
-        for row in view.rows:
-            rows.append({**row.to_json(), **service})
-        for foreign in view.foreign:
+        for row in status.replicas:
+            rows.append({**replica_json(status, row, now), **service})
+        for foreign in status.foreign:
             rows.append(
                 {
-                    "service": view.name,
+                    "service": status.name,
                     "replica": None,
                     "container_id": foreign.container_id[:12] if foreign.container_id else None,
                     "state": "foreign",

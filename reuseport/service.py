@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
-from reuseport import preflight, probe
+from reuseport import preflight
 from reuseport.engine.base import Engine, Replica, SupervisorInfo
-from reuseport.errors import ReplicaFailed, ReuseportError, ServiceNotFound, SpecConflict
+from reuseport.errors import (
+    ReplicaFailed,
+    ReuseportError,
+    ServiceNotFound,
+    SpecConflict,
+    StateUnreadable,
+    SupervisorConflict,
+)
+from reuseport.reconciler import observe_unsupervised, pid_namespace
 from reuseport.spec import ServiceSpec, differences
+from reuseport.status import STALE_AFTER_S, ServiceStatus
 from reuseport.store import StateStore
-from reuseport.supervisor import Notify, Snapshot, Supervisor, stop_all
-from reuseport.view import ServiceView, replica_rows
+from reuseport.supervisor import Notify, Supervisor, stop_all
 
 SUPERVISOR_IMAGE = "reuseport:latest"
-STALE_HEARTBEAT_S = 10.0
 SUPERVISOR_START_S = 30.0
 
 
@@ -30,15 +38,20 @@ class Started:
     adopted: tuple[str, ...]  # container ids that were running before `up`
 
 
+def published_status(store: StateStore, name: str) -> ServiceStatus | None:
+    """The last status a supervisor published for ``name`` (None: none, or unreadable)."""
+    return ServiceStatus.from_json(store.load_status(name))
+
+
 def foreground_supervisor_pid(store: StateStore, name: str) -> int | None:
-    """The pid of a live foreground supervisor of ``name`` (from its status file), if any."""
-    status = store.load_status(name)
-    info = status.get("supervisor") or {}
-    pid = info.get("pid")
-    if status.get("mode") != "foreground" or not isinstance(pid, int):
+    """The pid of a live foreground supervisor of ``name``, if any: from its status, only
+    when fresh and published from this pid namespace (a pid means nothing elsewhere)."""
+    status = published_status(store, name)
+    if status is None or status.mode != "foreground" or status.pid is None:
         return None
-    if time.time() - float(info.get("heartbeat", 0)) > STALE_HEARTBEAT_S:
+    if status.age(time.time()) > STALE_AFTER_S or status.pid_namespace != pid_namespace():
         return None
+    pid = status.pid
     return pid if psutil.pid_exists(pid) and pid != os.getpid() else None
 
 
@@ -54,14 +67,20 @@ def start(
     detach: bool,
     ready_timeout_s: float,
     notify: Notify,
-    progress: Callable[[Snapshot], None],
+    progress: Callable[[ServiceStatus], None],
 ) -> Started:
-    """Validate, adopt or create, and wait until every replica listens."""
+    """Validate, adopt or create, and wait until every replica is ready. The caller of a
+    foreground start holds the service's lease until it stops supervising."""
     engine.require_image(spec.image)
     if detach:
         engine.require_image(SUPERVISOR_IMAGE)
     existing = engine.replicas(spec.name)
-    _refuse_other_spec(spec, existing)
+    running_hashes = {r.spec_hash for r in existing if r.running}
+    if len(running_hashes) > 1 and spec.spec_hash() in running_hashes:
+        # A rollout was interrupted with its supervisor: adopt, and converge to this spec.
+        notify(f"{spec.name} runs two templates (an interrupted rollout): converging to this one")
+    else:
+        _refuse_other_spec(spec, existing)
     detached = live_supervisors(engine, spec.name)
     foreground = foreground_supervisor_pid(store, spec.name)
     if foreground is not None or (detached and not detach):
@@ -75,26 +94,32 @@ def start(
         # `up -d` again: the running supervisor converges to the (possibly new) count;
         # creating replicas here too would race it.
         store.save_spec(spec)
-        wait_converged(spec.name, engine, store, ready_timeout_s, lambda view: None)
+        wait_converged(spec.name, engine, store, ready_timeout_s, lambda status: None)
         return Started(None, adopted)
-    for stale in engine.supervisors(spec.name):  # exited supervisors of an earlier run
-        engine.remove_supervisor(stale.id, timeout=0)
-    preflight.check_port(engine, spec, {r.id for r in existing})
-    if spec.metrics_port is not None:
-        preflight.check_free(spec.metrics_addr, spec.metrics_port, "--metrics-port")
-    store.save_spec(spec)
-    supervisor = Supervisor(
-        spec, engine, store, mode="detached" if detach else "foreground", notify=notify
-    )
+    # Exactly one supervisor per service: two `up` at once meet here.
+    lease = store.acquire_lease(spec.name, f"`reuseport up` (pid {os.getpid()})")
     try:
+        for stale in engine.supervisors(spec.name):  # exited supervisors of an earlier run
+            engine.remove_supervisor(stale.id, timeout=0)
+        preflight.check_port(engine, spec, {r.id for r in existing})
+        if spec.metrics_port is not None:
+            preflight.check_free(spec.metrics_addr, spec.metrics_port, "--metrics-port")
+        store.save_spec(spec)
+        supervisor = Supervisor(
+            spec, engine, store, mode="detached" if detach else "foreground", notify=notify
+        )
         supervisor.bring_up(ready_timeout_s, progress)
-        if detach and not detached:
+        if detach:
             launched = time.time()
+            lease.release()  # the supervisor container takes it over
             supervisor_id = engine.start_supervisor(
                 spec, SUPERVISOR_IMAGE, str(store.root.resolve())
             )
             _wait_supervising(engine, store, spec.name, supervisor_id, launched)
+        else:
+            supervisor.lease = lease
     except BaseException:
+        lease.release()
         # Leave nothing behind: remove what this `up` created; adopted replicas stay.
         for replica in engine.replicas(spec.name):
             if replica.id not in adopted:
@@ -111,8 +136,8 @@ def _wait_supervising(
     """Return once the detached supervisor has made a pass (so it knows every replica)."""
     deadline = time.monotonic() + SUPERVISOR_START_S
     while time.monotonic() < deadline:
-        heartbeat = (store.load_status(name).get("supervisor") or {}).get("heartbeat", 0)
-        if heartbeat >= since:
+        status = published_status(store, name)
+        if status is not None and status.mode == "detached" and status.at >= since:
             return
         if not any(s.id == supervisor_id and s.running for s in engine.supervisors(name)):
             break
@@ -137,6 +162,95 @@ def _refuse_other_spec(spec: ServiceSpec, existing: list[Replica]) -> None:
             f"{spec.name!r} already runs with a different spec ({'; '.join(diff)}): run "
             f"`reuseport down {spec.name}` first, or choose another --name"
         )
+
+
+def supervise_foreground(
+    supervisor: Supervisor,
+    store: StateStore,
+    stop: Callable[[float], bool],
+    on_tick: Callable[[ServiceStatus], None],
+    say: Notify,
+) -> int | None:
+    """Run ``supervisor`` in a thread until ``stop(timeout)`` says so (or the service was
+    taken down elsewhere), then stop every replica and forget the service. Returns how
+    many replicas were stopped (None: taken down elsewhere, nothing left to stop)."""
+    outcome: list[str] = []
+    crash: list[BaseException] = []
+
+    def supervise_until_stopped() -> None:
+        try:
+            outcome.append(supervisor.run())
+        except Exception as exc:  # noqa: BLE001 - reported below, after the replicas are down
+            crash.append(exc)
+
+    runner = threading.Thread(target=supervise_until_stopped, name="supervisor", daemon=True)
+    runner.start()
+    try:
+        while runner.is_alive() and not stop(0.5):
+            on_tick(supervisor.status)
+    finally:
+        supervisor.stop()
+        runner.join(timeout=10)
+    name = supervisor.spec.name
+    try:
+        if outcome == ["removed"]:
+            return None
+        say(
+            f"stopping the replicas of {name} (SIGTERM, SIGKILL after "
+            f"{supervisor.spec.stop_timeout}s)"
+        )
+        count = len(supervisor.engine.replicas(name))
+        supervisor.drain()
+        store.forget(name)
+    finally:
+        supervisor.release()
+    if crash:
+        raise ReuseportError(f"supervision of {name} failed: {type(crash[0]).__name__}: {crash[0]}")
+    return count
+
+
+def detached_supervisor(
+    name: str,
+    engine: Engine,
+    store: StateStore,
+    stop: Callable[[float], bool],
+    say: Notify,
+) -> Supervisor | None:
+    """The supervisor container's start: wait for a readable spec and for the service's
+    lease (a second supervisor waits; it never supervises beside the first). None when
+    stopped or the service was taken down meanwhile."""
+    said = ""
+    while True:
+        try:
+            spec = store.load_spec(name)
+            if spec is None:
+                return None
+            lease = store.acquire_lease(name, f"detached supervisor (pid {os.getpid()})")
+        except StateUnreadable as exc:
+            message = f"PROBLEM: {exc}; the replicas run unsupervised until it is fixed"
+        except SupervisorConflict as exc:
+            message = f"waiting to supervise {name}: {exc}"
+        else:
+            supervisor = Supervisor(spec, engine, store, mode="detached", notify=say)
+            supervisor.lease = lease
+            say(f"supervising {name}: {spec.replicas} replicas on port {spec.port}")
+            return supervisor
+        if message != said:
+            say(message)
+            said = message
+        if stop(1.0):
+            return None
+
+
+def supervise_detached(supervisor: Supervisor, stop: Callable[[float | None], bool]) -> str:
+    """Supervise until signalled (``stop(None)`` returns) or the service is taken down."""
+
+    def stop_when_signalled() -> None:
+        stop(None)
+        supervisor.stop()
+
+    threading.Thread(target=stop_when_signalled, daemon=True).start()
+    return supervisor.run()
 
 
 def down(name: str, engine: Engine, store: StateStore, notify: Notify) -> int:
@@ -178,13 +292,12 @@ def require_supervisor(engine: Engine, store: StateStore, name: str) -> None:
 
 
 def scale(name: str, replicas: int, engine: Engine, store: StateStore) -> ServiceSpec:
-    spec = store.load_spec(name)
-    if spec is None:
+    if store.load_spec(name) is None:
         raise ServiceNotFound(f"no service named {name!r} is up (see `reuseport ps`)")
     require_supervisor(engine, store, name)
-    scaled = spec.with_replicas(replicas)
-    store.save_spec(scaled)
-    return scaled
+    # Read-modify-write under the store's lock: a rollout writing the template at the same
+    # moment keeps this count, and this keeps its template.
+    return store.update_spec(name, lambda spec: spec.with_replicas(replicas))
 
 
 def wait_converged(
@@ -192,19 +305,24 @@ def wait_converged(
     engine: Engine,
     store: StateStore,
     timeout_s: float,
-    progress: Callable[[ServiceView], None],
-) -> ServiceView:
+    progress: Callable[[ServiceStatus], None],
+) -> ServiceStatus:
+    """Until the supervisor publishes the desired spec converged (every replica ready)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        view = service_view(name, engine, store)
-        progress(view)
-        running = [row for row in view.rows if row.container_id and row.state == "running"]
-        if view.ready == view.desired and len(running) == view.desired:
-            return view
+        status = service_status(name, engine, store)
+        wanted = store.load_spec(name)
+        progress(status)
+        if (
+            wanted is not None
+            and status.spec_hash == wanted.spec_hash()
+            and (status.desired == wanted.replicas and status.converged())
+        ):
+            return status
         if time.monotonic() > deadline:
             raise ReplicaFailed(
-                f"{name!r} did not converge within {timeout_s:g}s: {view.ready}/{view.desired} "
-                f"listening (see `reuseport ps {name}` and `reuseport logs {name}`)"
+                f"{name!r} did not converge within {timeout_s:g}s: {status.ready}/"
+                f"{status.desired} ready (see `reuseport ps {name}` and `reuseport logs {name}`)"
             )
         time.sleep(0.1)
 
@@ -215,40 +333,30 @@ def service_names(engine: Engine, store: StateStore) -> list[str]:
     return sorted(names)
 
 
-def service_view(name: str, engine: Engine, store: StateStore) -> ServiceView:
-    desired_spec = store.load_spec(name)
-    spec = desired_spec
+def service_status(name: str, engine: Engine, store: StateStore) -> ServiceStatus:
+    """What `ps` shows: the live supervisor's published status; without a live one (or
+    when it went stale), the same judgement made here from the engine and the kernel."""
+    published = published_status(store, name)
+    now = time.time()
+    who = _supervisor_text(engine, store, name)
+    if published is not None and who != "none" and published.age(now) <= STALE_AFTER_S:
+        return published.with_supervisor(who)
+    spec = store.load_spec(name)
     replicas = engine.replicas(name)
     if spec is None and replicas:  # no desired state (e.g. taken down midway): use a label
         try:
             spec = ServiceSpec.from_json(replicas[0].spec_json)
         except ReuseportError:
             spec = None
-    port = spec.port if spec else None
-    sockets = probe.observe(port, replicas) if port else None
-    status = store.load_status(name)
-    desired = desired_spec.replicas if desired_spec else None
-    rows = replica_rows(
-        name,
-        spec.image if spec else "",
-        replicas,
-        sockets.listening if sockets else {},
-        status.get("slots", {}),
-        desired,
-        time.time(),
-        sockets,
-        status.get("failing", {}),
-        status.get("awaiting_health", ()),
-    )
-    return ServiceView(
-        name,
-        port,
-        desired,
-        tuple(rows),
-        _supervisor_text(engine, store, name),
-        sockets.foreign if sockets else (),
-        status.get("replacements", {}),
-    )
+    if spec is None:
+        return ServiceStatus(name, None, "", None, "", now)
+    observed = observe_unsupervised(spec, engine, published)
+    if published is not None:  # say how stale the supervisor is, not just that it is
+        observed = replace(observed, mode=published.mode, at=published.at)
+        who = f"{who}; last published by {published.supervisor}"
+    return replace(
+        observed, desired=spec.replicas if store.load_spec(name) else None
+    ).with_supervisor(who)
 
 
 def _supervisor_text(engine: Engine, store: StateStore, name: str) -> str:

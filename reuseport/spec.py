@@ -84,8 +84,12 @@ class HealthPolicy:
     interval: float = 2.0
     timeout: float = 1.0
     retries: int = 3
+    # A running replica that has not listened for this long is replaced (under backoff).
+    start_timeout: float = 60.0
 
     def __post_init__(self) -> None:
+        if self.start_timeout < 1:
+            raise InvalidSpec(f"--start-timeout must be >= 1 second, got {self.start_timeout:g}")
         if self.hang_window < 0:
             raise InvalidSpec(f"--hang-window must be >= 0 seconds, got {self.hang_window:g}")
         if self.port_base is not None and not 1 <= self.port_base <= 65535 - 2 * MAX_REPLICAS:

@@ -207,6 +207,18 @@ class DockerEngine:
                     f"cannot remove container {container_id[:12]}: {exc.explanation}"
                 ) from exc
 
+    @_translated
+    def unpause_replica(self, container_id: str) -> None:
+        try:
+            self._api.unpause(container_id)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: not paused (any more)
+                raise EngineError(
+                    f"cannot unpause container {container_id[:12]}: {exc.explanation}"
+                ) from exc
+
     def logs(
         self, container_id: str, *, follow: bool, tail: int | str = "all", timestamps: bool = False
     ) -> Iterator[bytes]:

@@ -32,6 +32,7 @@ class FakeEngine:
     created: list[tuple[int, float]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    unpaused: list[str] = field(default_factory=list)
     clock: FakeClock = field(default_factory=FakeClock)
     crash_on_start: bool = False  # every new container dies before listening
     crash_log: str = "Traceback: boom"
@@ -94,6 +95,15 @@ class FakeEngine:
         self.removed.append(container_id)
         self.containers.pop(container_id, None)
 
+    def pause(self, cid: str) -> None:
+        self.containers[cid] = replace(self.containers[cid], state="paused")
+
+    def unpause_replica(self, container_id: str) -> None:
+        self.unpaused.append(container_id)
+        replica = self.containers.get(container_id)
+        if replica is not None and replica.state == "paused":
+            self.containers[container_id] = replace(replica, state="running")
+
     def logs(self, container_id: str, *, follow: bool, tail: int | str, timestamps: bool):  # noqa: ANN201
         return iter(())
 
@@ -135,7 +145,7 @@ def reconcile_for(supervisor: Any, engine: FakeEngine, seconds: float, step: flo
     """Reconcile passes over ``seconds`` of fake time, each re-listing (as a resync does)."""
     end = engine.clock() + seconds
     while engine.clock() < end:
-        supervisor._stale = True
+        supervisor.stale = True
         supervisor.reconcile()
         engine.clock.advance(step)
 

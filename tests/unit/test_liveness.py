@@ -5,9 +5,9 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
+from reuseport import liveness
 from reuseport.engine.base import Replica
 from reuseport.health import HealthCheckFailed, HealthChecks
-from reuseport.liveness import HangDetector
 from reuseport.probe import ReplicaSockets
 from reuseport.spec import HealthPolicy
 from tests.unit.fakes import InlineExecutor
@@ -17,44 +17,52 @@ def sockets(queue: int, connections: set[int]) -> ReplicaSockets:
     return ReplicaSockets(100, (1,), queue, 128, frozenset(connections))
 
 
+class Detector:
+    """Readings folded into one replica's stall, as the supervisor keeps it in its record."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.stall: liveness.Stall | None = None
+
+    def observe(self, reading: ReplicaSockets, now: float) -> None:
+        self.stall = liveness.advance(self.stall, reading, now)
+
+    def hung(self, now: float) -> str:
+        return liveness.hung(self.stall, self.window_s, now)
+
+
 def test_a_queue_that_is_never_taken_from_is_a_hang_after_the_window() -> None:
-    detector = HangDetector(5.0)
+    detector = Detector(5.0)
     for second in range(5):
-        detector.observe("a", sockets(3 + second, {1}), float(second))
-        assert detector.hung("a", float(second)) == ""
-    detector.observe("a", sockets(9, {1}), 5.0)
-    assert detector.hung("a", 5.0).startswith("hung: 9 connection(s)")
+        detector.observe(sockets(3 + second, {1}), float(second))
+        assert detector.hung(float(second)) == ""
+    detector.observe(sockets(9, {1}), 5.0)
+    assert detector.hung(5.0).startswith("hung: 9 connection(s)")
 
 
 def test_any_progress_restarts_the_window() -> None:
-    detector = HangDetector(2.0)
-    detector.observe("a", sockets(5, {1}), 0.0)
-    detector.observe("a", sockets(4, {1}), 1.5)  # the queue shrank: it accepted
-    detector.observe("a", sockets(4, {1}), 3.0)
-    assert detector.hung("a", 3.0) == ""
-    detector.observe("a", sockets(6, {1, 2}), 4.0)  # a connection it had not held
-    detector.observe("a", sockets(6, {1, 2}), 5.5)
-    assert detector.hung("a", 5.5) == ""
-    detector.observe("a", sockets(6, {1, 2}), 6.1)
-    assert detector.hung("a", 6.1)
+    detector = Detector(2.0)
+    detector.observe(sockets(5, {1}), 0.0)
+    detector.observe(sockets(4, {1}), 1.5)  # the queue shrank: it accepted
+    detector.observe(sockets(4, {1}), 3.0)
+    assert detector.hung(3.0) == ""
+    detector.observe(sockets(6, {1, 2}), 4.0)  # a connection it had not held
+    detector.observe(sockets(6, {1, 2}), 5.5)
+    assert detector.hung(5.5) == ""
+    detector.observe(sockets(6, {1, 2}), 6.1)
+    assert detector.hung(6.1)
 
 
 def test_an_empty_queue_is_never_a_hang_and_zero_turns_the_check_off() -> None:
-    detector = HangDetector(1.0)
+    detector = Detector(1.0)
     for second in range(10):
-        detector.observe("a", sockets(0, set()), float(second))
-    assert detector.hung("a", 10.0) == ""
-    off = HangDetector(0.0)
+        detector.observe(sockets(0, set()), float(second))
+    assert detector.hung(10.0) == ""
+    off = Detector(0.0)
     for second in range(10):
-        off.observe("a", sockets(7, set()), float(second))
-    assert off.hung("a", 10.0) == ""
-
-
-def test_forget_drops_gone_replicas() -> None:
-    detector = HangDetector(1.0)
-    detector.observe("a", sockets(1, set()), 0.0)
-    detector.forget(set())
-    assert detector.hung("a", 5.0) == ""
+        off.observe(sockets(7, set()), float(second))
+    assert off.hung(10.0) == ""
+    assert liveness.stalled_for(off.stall, 10.0) == 9.0
 
 
 def replica(cid: str = "c1") -> Replica:
@@ -113,11 +121,10 @@ def test_a_check_that_never_returns_counts_as_failed_after_its_timeout() -> None
 
 
 def test_listener_only_readings_count_a_shrinking_queue_as_progress() -> None:
-    detector = HangDetector(1.0)
-    detector.observe("a", sockets(5, {1}), 0.0)
+    stall = liveness.advance(None, sockets(5, {1}), 0.0)
     for step in range(1, 40):  # 50 ms readings of the queue only, never shrinking
-        detector.observe("a", sockets(5 + step, set()), step * 0.05, with_connections=False)
-    assert detector.hung("a", 1.95)
-    detector.observe("a", sockets(3, set()), 2.0, with_connections=False)  # it accepted
-    assert detector.hung("a", 2.0) == ""
-    assert detector.suspects
+        stall = liveness.advance(stall, sockets(5 + step, set()), step * 0.05, False)
+    assert liveness.hung(stall, 1.0, 1.95)
+    stall = liveness.advance(stall, sockets(3, set()), 2.0, False)  # it accepted
+    assert liveness.hung(stall, 1.0, 2.0) == ""
+    assert stall is not None  # still suspect: it has a queue

@@ -1,0 +1,147 @@
+"""Commands that read: ps, top, logs, history, doctor, version."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from reuseport import __version__, service
+from reuseport import engine as engines
+from reuseport import logs as logs_mod
+from reuseport import rollout as rollouts
+from reuseport.cli._common import StateDir, app, err, out, stop_on_signals, store_at
+from reuseport.errors import InvalidSpec
+from reuseport.render import service_table, statuses_json
+from reuseport.spec import validate_name
+
+
+@app.command()
+def ps(
+    name: Annotated[str | None, typer.Argument(help="Service (default: all).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of replica objects.")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """List replicas: state, whether the kernel shows them listening, pid, restarts, uptime."""
+    store = store_at(state_dir)
+    engine = engines.connect()
+    names = [validate_name(name)] if name else service.service_names(engine, store)
+    statuses = [service.service_status(n, engine, store) for n in names]
+    if name and not statuses[0].replicas and statuses[0].desired is None:
+        raise service.ServiceNotFound(f"no service named {name!r}")
+    now = time.time()
+    if as_json:
+        print(statuses_json(statuses, now))
+        return
+    if not statuses:
+        err.print("no services (start one with `reuseport up IMAGE`)")
+    for status in statuses:
+        out.print(service_table(status, now))
+
+
+@app.command()
+def top(
+    name: Annotated[str, typer.Argument(help="Service to watch.")],
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
+    state_dir: StateDir = None,
+) -> None:
+    """A live view of `ps NAME` from the kernel, refreshed every second until Ctrl-C:
+    per replica its connections, accept queue / backlog and share; foreign listeners."""
+    if interval <= 0:
+        raise InvalidSpec(f"--interval must be > 0, got {interval:g}")
+    store = store_at(state_dir)
+    engine = engines.connect()
+    name = validate_name(name)
+    status = service.service_status(name, engine, store)
+    if not status.replicas and status.desired is None:
+        raise service.ServiceNotFound(f"no service named {name!r}")
+    stop = stop_on_signals()
+    with Live(service_table(status, time.time()), console=out, auto_refresh=False) as live:
+        while not stop.wait(interval):
+            status = service.service_status(name, engine, store)
+            live.update(service_table(status, time.time()), refresh=True)
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Service whose replicas' logs to show.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep streaming, including replacements.")
+    ] = False,
+    tail: Annotated[
+        str, typer.Option("--tail", help="Lines per replica from the end, or 'all'.")
+    ] = "all",
+) -> None:
+    """All replicas' logs merged, each line prefixed with its replica."""
+    if tail != "all" and not tail.isdigit():
+        raise InvalidSpec(f"--tail must be a number or 'all', got {tail!r}")
+    engine = engines.connect()
+    logs_mod.show(
+        engine,
+        validate_name(name),
+        follow=follow,
+        tail=int(tail) if tail.isdigit() else "all",
+        write=lambda line: print(line, flush=True),
+    )
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="Service whose revisions to list.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """List the service's revisions: image, environment, time and result."""
+    revisions = rollouts.history(store_at(state_dir), validate_name(name))
+    if as_json:
+        print(
+            json.dumps([{k: v for k, v in r.items() if k != "spec"} for r in revisions], indent=2)
+        )
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("REVISION", "IMAGE", "ENV", "TIME", "RESULT"):
+        table.add_column(column)
+    for r in revisions:
+        env_text = " ".join(f"{k}={v}" for k, v in r.get("env", [])) or "-"
+        table.add_row(str(r["revision"]), r["image"], env_text, r["time"], r["result"])
+    out.print(table)
+
+
+@app.command()
+def doctor(
+    port: Annotated[
+        int | None,
+        typer.Option("--port", "-p", help="Also check who holds this TCP port, and as which uid."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Check this host for `up`: engine, kernel, sysctls, the port's holders, uids.
+
+    Prints a checklist with the exact fix for each problem. Exit code 1 when something
+    would stop `up`; warnings alone exit 0.
+    """
+    from reuseport import doctor as checkup
+
+    if port is not None and not 1 <= port <= 65535:
+        raise InvalidSpec(f"port must be between 1 and 65535, got {port}")
+    findings = checkup.diagnose(port, connect=engines.connect)
+    if as_json:
+        print(json.dumps(checkup.as_json(findings), indent=2))
+    else:
+        out.print(checkup.checklist(findings))
+    if checkup.blocking(findings):
+        # Not typer.Exit: with standalone_mode=False click returns its code instead of exiting.
+        sys.exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print reuseport's version."""
+    print(__version__)

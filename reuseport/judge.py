@@ -1,0 +1,80 @@
+"""The judge: what one observation of a replica means. Pure; no I/O, no clock of its own.
+
+Every verdict about a replica is made here, once per pass, and published in the service
+status: ``ps``, ``top``, the live table, ``/metrics``, ``scale`` and ``rollout`` read it,
+none re-derives it. :func:`is_ready` is THE definition of a ready replica.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reuseport import liveness
+from reuseport.engine.base import Replica
+from reuseport.probe import ReplicaSockets
+from reuseport.records import ReplicaRecord
+
+READY = "ready"
+STARTING = "starting"  # running, not listening yet
+AWAITING_HEALTH = "awaiting-health"  # listening, its first app-level check not passed yet
+NOT_LISTENING = "not-listening"  # was ready once, has no listener now
+FAILING = "failing"  # hung, unhealthy or never listened: being replaced
+DRAINING = "draining"  # stopping gracefully (scale down, rollout, replaced)
+PAUSED = "paused"  # paused outside reuseport: unpaused by the supervisor
+DEAD = "dead"  # not running: replaced under backoff
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str
+    ready: bool
+    listening: bool
+    why: str = ""  # for FAILING: why it is being replaced
+
+
+@dataclass(frozen=True)
+class Limits:
+    hang_window_s: float  # 0: hang detection off
+    start_timeout_s: float  # a replica that never listens within this is failing
+    port: int
+
+
+def is_ready(listening: bool, health_passed: bool | None, failing: bool, draining: bool) -> bool:
+    """Ready = the kernel shows it listening on the port, it passed its app-level check
+    once (when one is configured: ``health_passed`` None means none is), and it is neither
+    being replaced nor drained. Only ready replicas count for bring-up, scale, rollout,
+    ``ps``'s READY and ``/metrics``."""
+    return listening and health_passed is not False and not failing and not draining
+
+
+def judge(
+    replica: Replica,
+    record: ReplicaRecord,
+    sockets: ReplicaSockets | None,
+    health_passed: bool | None,
+    unhealthy: str,
+    limits: Limits,
+    now: float,
+) -> Verdict:
+    """One replica's verdict from the engine's view, the kernel's (``sockets``), its
+    app-level check and the supervisor's record of it."""
+    listening = bool(sockets and sockets.listeners)
+    if replica.state == "paused":
+        return Verdict(PAUSED, False, listening)
+    if not replica.running:
+        return Verdict(DEAD, False, False)
+    if record.draining:
+        return Verdict(DRAINING, False, listening)
+    why = record.failing
+    if not why and listening:
+        why = liveness.hung(record.stall, limits.hang_window_s, now) or unhealthy
+    if not why and not listening and not record.ever_ready:
+        waited = now - record.first_seen
+        if limits.start_timeout_s > 0 and waited >= limits.start_timeout_s:
+            why = f"never listened on port {limits.port} within {limits.start_timeout_s:g}s"
+    if why:
+        return Verdict(FAILING, False, listening, why)
+    if listening:
+        ready = is_ready(listening, health_passed, failing=False, draining=False)
+        return Verdict(READY if ready else AWAITING_HEALTH, ready, listening)
+    return Verdict(NOT_LISTENING if record.ever_ready else STARTING, False, False)
