@@ -71,6 +71,11 @@ class SpecConflict(ReuseportError):
     exit_code = 6
 
 
+class SupervisorConflict(SpecConflict):
+    """Another supervisor (a foreground ``up`` or a detached container) holds the service's
+    lease; the message names the holder. Exit code 6, like any spec conflict."""
+
+
 class ReplicaFailed(ReuseportError):
     """A replica exited or did not listen in time while the service was being brought up."""
 
@@ -81,6 +86,14 @@ class RolloutFailed(ReuseportError):
     """A rollout did not complete and was rolled back."""
 
     exit_code = 8
+
+
+class StateUnreadable(ReuseportError):
+    """A state file exists but cannot be trusted: corrupt, truncated, not a JSON object, or
+    written by a newer reuseport (a newer schema version). Exit code 9. It never means "no
+    such service": the file is left alone and the message names it and what is wrong."""
+
+    exit_code = 9
 
 
 class RolloutInterrupted(ReuseportError):
