@@ -101,12 +101,3 @@ class RolloutInterrupted(ReuseportError):
 
     exit_code = 130
 
-
-class StateUnreadable(ReuseportError):
-    """A state file exists but cannot be read (corrupt, truncated, or a newer version)."""
-
-    exit_code = 9
-
-
-class SupervisorConflict(SpecConflict):
-    """Another supervisor holds the service's lease."""
