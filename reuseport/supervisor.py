@@ -263,6 +263,11 @@ class Supervisor(Reconciler):
             with contextlib.suppress(Exception):  # closing a dead stream is harmless
                 stream.close()
 
+    def publish_now(self, status: ServiceStatus) -> None:
+        """Write the status file now, whatever the heartbeat says."""
+        self._published_at = float("-inf")
+        self.publish(status)
+
     def publish(self, status: ServiceStatus) -> None:
         """Write the status file on a change of verdicts, else at the heartbeat (``ps``
         tells a live supervisor from a stale one by its age)."""

@@ -3,6 +3,7 @@
 import pytest
 
 from reuseport import cli
+from reuseport import engine as engines
 
 
 @pytest.mark.parametrize("command", ["up", "ps", "logs", "scale", "down"])
@@ -26,7 +27,7 @@ def test_unexpected_error_is_one_line_without_traceback(
     def broken() -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "connect", broken)
+    monkeypatch.setattr(engines, "connect", broken)
     monkeypatch.delenv("REUSEPORT_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exited:
         cli.main(["ps"])

@@ -115,13 +115,12 @@ def registry(engine: FakeEngine, kernel: Kernel, tmp_path: Path) -> Iterator[Col
 def ps_json(
     supervisor: Supervisor, kernel: Kernel, monkeypatch: pytest.MonkeyPatch
 ) -> list[dict[str, Any]]:
-    """What `reuseport ps NAME --json` prints: the status file the supervisor published
-    plus its own read of the port (here the fake kernel)."""
-    supervisor._published = {}  # publish now, whatever the heartbeat says
-    supervisor._publish(supervisor.snapshot)
-    monkeypatch.setattr(probe, "observe", kernel.observe)
-    view = service.service_view(supervisor.spec.name, supervisor.engine, supervisor.store)
-    return json.loads(render.views_json([view]))
+    """What `reuseport ps NAME --json` prints while the supervisor is live: the status it
+    published to the status file."""
+    supervisor.publish_now(supervisor.status)
+    status = service.published_status(supervisor.store, supervisor.spec.name)
+    assert status is not None
+    return json.loads(render.statuses_json([status], supervisor.wall()))
 
 
 def test_scrape_matches_ps_json_after_a_death_and_a_foreign_listener(
@@ -216,7 +215,7 @@ def test_a_crash_loop_shows_its_backoff(engine: FakeEngine, kernel: Kernel, tmp_
     slot = supervisor.book.slot(1)
     while slot.failures < 3:  # replaced at once, then after 0.5 s: now it waits 1 s
         engine.clock.advance(0.05)
-        supervisor._stale = True
+        supervisor.stale = True
         supervisor.reconcile()
     engine.clock.advance(0.25)
     samples = scrape(registry)
@@ -243,7 +242,7 @@ def test_a_hung_replica_is_flagged_failing_and_not_ready(
     # created and the hung one drained in the same pass: stop at the first verdict.
     for _ in range(40):
         reconcile_for(supervisor, engine, 0.5)
-        if hung.id in (supervisor.snapshot.failing or {}):
+        if any(r.container_id == hung.id and r.why for r in supervisor.status.replicas):
             break
     samples = scrape(registry)
     labels = {"replica": "1", "container": hung.short_id}
@@ -253,7 +252,9 @@ def test_a_hung_replica_is_flagged_failing_and_not_ready(
     assert value(samples, "reuseport_replica_accept_queue", **labels) == 7
     assert value(samples, "reuseport_replacements_total", reason="hung") == 1
     # Its successor is counted once it listens; the hung one never is.
-    assert value(samples, "reuseport_replicas_ready") == len(supervisor.snapshot.ready_ids) - 1
+    ready = [r for r in supervisor.status.replicas if r.ready]
+    assert value(samples, "reuseport_replicas_ready") == len(ready)
+    assert hung.id not in {r.container_id for r in ready}
 
 
 def test_health_check_failures_and_latency(

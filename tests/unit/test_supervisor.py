@@ -10,6 +10,7 @@ import pytest
 
 from reuseport.errors import ReplicaFailed, ReusePortMissing
 from reuseport.spec import BackoffPolicy, ServiceSpec
+from reuseport.status import ServiceStatus
 from reuseport.store import StateStore
 from reuseport.supervisor import Supervisor
 from tests.unit.fakes import FakeEngine, InlineExecutor, listening_probe, reconcile_for
@@ -61,14 +62,15 @@ def test_a_dead_replica_is_replaced_on_the_next_pass(engine: FakeEngine, tmp_pat
     supervisor.bring_up(timeout_s=5)
     victim = next(r for r in engine.running() if r.index == 2)
     engine.kill(victim.id)
-    supervisor._stale = True  # what a "die" event does
-    snapshot = supervisor.reconcile()
+    supervisor.stale = True  # what a "die" event does
+    status = supervisor.reconcile()
     assert victim.id in engine.removed
     assert [i for i, _ in engine.created[3:]] == [2]
     assert len(engine.running()) == 3
     replacement = next(r for r in engine.running() if r.index == 2)
     assert replacement.restarts == 1
-    assert snapshot.listening  # the new one listens in the same pass (delay 0)
+    assert status.ready == 2
+    assert supervisor.reconcile().ready == 3  # the next pass lists it: it listens (delay 0)
     assert "replica 2 exited with code 137 (signal 9); replacing it now" in supervisor.messages  # type: ignore[attr-defined]
 
 
@@ -79,7 +81,7 @@ def test_a_crash_loop_is_backed_off_not_hot_looped(engine: FakeEngine, tmp_path:
     engine.crash_on_start = True
     engine.kill(engine.running()[0].id)
     for _ in range(400):  # 20 simulated seconds in 50 ms passes
-        supervisor._stale = True
+        supervisor.stale = True
         supervisor.reconcile()
         engine.clock.advance(0.05)
     starts = [t for _, t in engine.created[1:]]
@@ -171,7 +173,8 @@ def test_periodic_resync_replaces_a_death_no_event_reported(
         supervisor.stop()
         runner.join(timeout=5)
     assert not runner.is_alive()
-    assert store.load_status("demo")["slots"]["3"]["restarts"] == 1
+    published = ServiceStatus.from_json(store.load_status("demo"))
+    assert published is not None and published.indices[3].restarts == 1
 
 
 def test_a_new_template_in_the_store_rolls_out_within_the_surge(
@@ -186,7 +189,7 @@ def test_a_new_template_in_the_store_rolls_out_within_the_surge(
     assert supervisor._reload_spec()
     most = 0
     for _ in range(50):
-        supervisor._stale = True
+        supervisor.stale = True
         supervisor.reconcile()
         supervisor._removals.shutdown(wait=True)  # let graceful stops finish each pass
         supervisor._removals = ThreadPoolExecutor(max_workers=4)
