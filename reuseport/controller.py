@@ -116,6 +116,7 @@ def plan(
     unavailable = 0  # wanted indices without an available replica
     empty: list[int] = []
     successors: list[int] = []  # indices held only by a failing replica
+    replaced: dict[int, float] = {}  # index -> retry time after this pass's replacements
     for index in sorted(set(by_index) | set(range(1, desired + 1))):
         group = by_index.get(index, [])
         wanted = 1 <= index <= desired
@@ -134,6 +135,7 @@ def plan(
             outdated_only[index] = outdated[0]
         if wanted and failing:
             actions += [Replace(index, r.container_id, r.failing) for r in failing]
+            replaced[index] = _replaced_retry(failing, slots.get(index), policy, now)
             if not any(available(r) for r in keep):
                 keep += failing[:1]  # whatever it still serves, until a successor is available
             if not current and not outdated:
@@ -156,7 +158,8 @@ def plan(
 
     def retry_at(index: int) -> float:
         slot = slots.get(index)
-        return newly_failed.get(index, slot.retry_at if slot else 0.0)
+        known = slot.retry_at if slot else 0.0
+        return max(newly_failed.get(index, known), replaced.get(index, known))
 
     # Backoff applies to a successor too: one that keeps failing (crashes at start, cannot
     # be created) is retried at the index's retry time, never on every pass.
@@ -185,3 +188,14 @@ def _failure(
         return Fail(index, corpse.container_id, corpse.reason, slot.retry_at)
     failures = (slot.failures if slot else 0) + 1
     return Fail(index, corpse.container_id, corpse.reason, now + delay_after(failures, policy))
+
+
+def _replaced_retry(
+    failing: Sequence[Observed], slot: SlotHealth | None, policy: BackoffPolicy, now: float
+) -> float:
+    """A replacement is a failure of its index: the first after a stable period is
+    replaced at once, a successor failing in turn waits out the growing backoff."""
+    if slot is not None and all(r.container_id in slot.counted for r in failing):
+        return slot.retry_at
+    failures = (slot.failures if slot else 0) + 1
+    return now + delay_after(failures, policy)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reuseport import kernel, labels, preflight, probe
+from reuseport import kernel, labels, preflight, service
 from reuseport.engine.base import Engine
 from reuseport.errors import (
     InvalidSpec,
@@ -132,9 +132,11 @@ def rollout(
 
     started = time.monotonic()
     deaths = _DeathWatch(engine, target.name, target.spec_hash())
-    store.save_spec(target)
+    # Only the template moves: a `scale` meanwhile keeps its count (read-modify-write
+    # under the store's lock).
+    store.update_spec(target.name, lambda live: replace(target, replicas=live.replicas))
     try:
-        failure = _wait(target, engine, started + timeout_s, deaths, progress)
+        failure = _wait(target, engine, store, started + timeout_s, deaths, progress)
     except KeyboardInterrupt:
         _record(store, target.name, number, "in progress (watch interrupted)")
         raise RolloutInterrupted(
@@ -151,15 +153,8 @@ def rollout(
         store.save_history(target.name, revisions)
         return Outcome(number, target.image, time.monotonic() - started)
 
-    live = store.load_spec(target.name) or target
-    store.save_spec(replace(current, replicas=live.replicas))
-    back = _wait(
-        replace(current, replicas=live.replicas),
-        engine,
-        time.monotonic() + timeout_s,
-        None,
-        progress,
-    )
+    previous = store.update_spec(target.name, lambda live: replace(current, replicas=live.replicas))
+    back = _wait(previous, engine, store, time.monotonic() + timeout_s, None, progress)
     _record(store, target.name, number, f"rolled back: {failure}")
     state = "rolled back to" if back is None else "rolling back to"
     raise RolloutFailed(
@@ -190,24 +185,28 @@ def _refuse_other_uid(engine: Engine, current: ServiceSpec, target: ServiceSpec)
 def _wait(
     spec: ServiceSpec,
     engine: Engine,
+    store: StateStore,
     deadline: float,
     deaths: _DeathWatch | None,
     progress: Callable[[Progress], None],
 ) -> str | None:
-    """Until every replica runs ``spec``'s template and listens; returns why not, if not."""
+    """Until the supervisor publishes every replica of ``spec``'s template ready (by the
+    judge's verdicts: listening and, when configured, past its health check) and none of
+    another; returns why not, if not."""
     wanted = spec.spec_hash()
     while True:
-        replicas = [r for r in engine.replicas(spec.name) if r.running]
-        listening = probe.listening_pids(spec.port, replicas)
-        updated = sum(1 for r in replicas if r.spec_hash == wanted and r.id in listening)
-        outdated = sum(1 for r in replicas if r.spec_hash != wanted)
-        progress(Progress(updated, outdated, spec.replicas))
-        if updated == spec.replicas and outdated == 0 and len(replicas) == spec.replicas:
+        status = service.service_status(spec.name, engine, store)
+        live = [r for r in status.replicas if r.running]
+        updated = sum(1 for r in live if r.spec_hash == wanted and r.ready)
+        outdated = sum(1 for r in live if r.spec_hash != wanted)
+        desired = status.desired or spec.replicas
+        progress(Progress(updated, outdated, desired))
+        if status.spec_hash == wanted and status.converged():
             return None
         if deaths is not None and deaths.failure:
             return deaths.failure
         if time.monotonic() > deadline:
-            return f"{updated}/{spec.replicas} new replicas listening when the timeout expired"
+            return f"{updated}/{desired} new replicas ready when the timeout expired"
         time.sleep(POLL_S)
 
 

@@ -142,3 +142,36 @@ def test_failing_replacement_ignores_the_surge_budget() -> None:
     hung = Observed("a", 1, running=True, ready=True, failing="unhealthy")
     actions = plan(1, [hung], {}, POLICY, now=1.0, strategy=strict)
     assert Create(1) in actions
+
+
+def test_a_failing_holders_successor_that_crashes_is_backed_off_not_retried_every_pass() -> None:
+    from reuseport.controller import Replace
+
+    book = BackoffBook(POLICY)
+    hung = Observed("a", 1, running=True, ready=False, started_at=1.0, failing="hung")
+    book.record_failure(1, "a", "hung", now=10.0)  # the replacement counts as a failure
+    # Its successor died at start: the index still holds only the failing replica.
+    actions = plan(1, [hung, dead("s1", 1)], book.slots, POLICY, now=10.2)
+    fail = next(a for a in actions if isinstance(a, Fail))
+    assert fail.retry_at == 10.2 + 0.5  # the second failure in a row waits
+    assert Replace(1, "a", "hung") in actions
+    assert Create(1) not in actions and Wait(1, 10.7) in actions
+    book.record_failure(1, "s1", "exited with code 1", now=10.2)
+    # Every later pass before the retry time waits too (the hang poll runs at 20/s).
+    for now in (10.25, 10.5, 10.69):
+        actions = plan(1, [hung], book.slots, POLICY, now=now)
+        assert Create(1) not in actions and Wait(1, 10.7) in actions
+    assert Create(1) in plan(1, [hung], book.slots, POLICY, now=10.7)
+
+
+def test_a_failing_holder_whose_successor_cannot_be_created_waits_for_its_retry() -> None:
+    from reuseport.controller import Replace
+
+    book = BackoffBook(POLICY)
+    hung = Observed("a", 1, running=True, ready=False, failing="unhealthy")
+    book.record_failure(1, "a", "unhealthy", now=5.0)
+    book.record_failure(1, "create-failure-5.0", "image gone", now=5.0)  # what _create does
+    assert plan(1, [hung], book.slots, POLICY, now=5.1) == [
+        Replace(1, "a", "unhealthy"),
+        Wait(1, 5.5),
+    ]

@@ -293,3 +293,52 @@ def test_an_unhealthy_replica_that_also_stopped_accepting_has_its_listener_close
     reconcile_for(supervisor, engine, 4.0)
     assert supervisor.replacements == {"unhealthy": 1}  # the 60 s hang window is far off
     assert supervisor.evicted == [stopped.pid]  # type: ignore[attr-defined]
+
+
+def test_a_paused_replica_is_unpaused_not_replaced(engine: FakeEngine, tmp_path: Path) -> None:
+    supervisor = make(engine, tmp_path)
+    supervisor.bring_up(timeout_s=5)
+    paused = next(r for r in engine.running() if r.index == 2)
+    engine.pause(paused.id)
+    reconcile_for(supervisor, engine, 1.0)
+    assert engine.unpaused == [paused.id]
+    assert paused.id not in engine.removed and len(engine.created) == 3
+    assert supervisor.reconcile().ready == 3
+
+
+def test_a_replica_that_never_listens_is_replaced_under_backoff(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    spec = replace(SPEC.with_replicas(1), health=replace(SPEC.health, start_timeout=5.0))
+    supervisor = make(engine, tmp_path, spec, delay=3600.0)  # nothing ever listens
+    reconcile_for(supervisor, engine, 4.5, step=0.5)
+    assert len(engine.created) == 1  # within its start timeout: left to start
+    reconcile_for(supervisor, engine, 60.0, step=0.05)
+    starts = [t for _, t in engine.created]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    # Each successor gets its own start timeout, then waits out a growing backoff: no
+    # hot loop, and the never-listening ones are drained, not piled up.
+    assert 3 <= len(starts) <= 10, starts
+    assert all(gap >= 5.0 for gap in gaps), gaps
+    assert gaps[-1] > gaps[0]
+    assert supervisor.replacements["never-listened"] == len(starts) - 1
+    assert len(engine.running()) <= 2
+
+
+def test_an_unreadable_spec_keeps_the_service_running_and_says_why(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    supervisor = make(engine, tmp_path)
+    supervisor.bring_up(timeout_s=5)
+    spec_file = next(tmp_path.glob("demo.spec.json"))
+    spec_file.write_text('{"name": "demo", "imag')  # truncated by a full disk, say
+    import os
+
+    os.utime(spec_file, (2e9, 2e9))  # a new mtime: the loop reads it again
+    assert supervisor._reload_spec() is True  # still supervising
+    status = supervisor.reconcile()
+    assert status.ready == 3 and "unreadable" in status.problem
+    assert any(m.startswith("PROBLEM: ") for m in supervisor.messages)  # type: ignore[attr-defined]
+    supervisor.store.save_spec(SPEC.with_replicas(2))  # fixed: followed again
+    assert supervisor._reload_spec() and supervisor.spec.replicas == 2
+    assert supervisor.reconcile().problem == ""
