@@ -100,4 +100,3 @@ class RolloutInterrupted(ReuseportError):
     """The user stopped watching a rollout; the supervisor carries it on."""
 
     exit_code = 130
-

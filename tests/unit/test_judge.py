@@ -10,7 +10,7 @@ from reuseport import judge
 from reuseport.engine.base import Replica
 from reuseport.liveness import Stall
 from reuseport.probe import ReplicaSockets
-from reuseport.records import ReplicaRecord, Records
+from reuseport.records import Records, ReplicaRecord
 
 LIMITS = judge.Limits(hang_window_s=5.0, start_timeout_s=30.0, port=8080)
 RUNNING = Replica("c1", "demo.1.abc", "demo", 1, "running", 100, "demo:1", "h", "{}", 0, 0.0)

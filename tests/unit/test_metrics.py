@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reuseport import metrics, probe, render, service
+from reuseport import metrics, render, service
 from reuseport.engine.base import Replica
 from reuseport.errors import PortConflict
 from reuseport.probe import ForeignListener, PortObservation, ReplicaSockets
