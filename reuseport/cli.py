@@ -29,7 +29,7 @@ from reuseport import logs as logs_mod
 from reuseport import rollout as rollouts
 from reuseport.engine import connect
 from reuseport.errors import InvalidSpec, ReuseportError
-from reuseport.render import service_table, views_json
+from reuseport.render import checklist, service_table, views_json
 from reuseport.spec import (
     BackoffPolicy,
     HealthPolicy,
@@ -629,7 +629,7 @@ def doctor(
     if as_json:
         print(json.dumps(checkup.as_json(findings), indent=2))
     else:
-        out.print(checkup.checklist(findings))
+        out.print(checklist(findings))
     if checkup.blocking(findings):
         # Not typer.Exit: with standalone_mode=False click returns its code instead of exiting.
         sys.exit(1)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import psutil
 
-from reuseport import preflight, probe
+from reuseport import preflight
 from reuseport.engine.base import Engine, Replica, SupervisorInfo
 from reuseport.errors import ReplicaFailed, ReuseportError, ServiceNotFound, SpecConflict
+from reuseport.kernel import attribution
 from reuseport.spec import ServiceSpec, differences
 from reuseport.store import StateStore
 from reuseport.supervisor import Notify, Snapshot, Supervisor, stop_all
@@ -79,7 +80,7 @@ def start(
         return Started(None, adopted)
     for stale in engine.supervisors(spec.name):  # exited supervisors of an earlier run
         engine.remove_supervisor(stale.id, timeout=0)
-    preflight.check_port(engine, spec, {r.id for r in existing})
+    preflight.check_port(engine, spec, existing)
     if spec.metrics_port is not None:
         preflight.check_free(spec.metrics_addr, spec.metrics_port, "--metrics-port")
     store.save_spec(spec)
@@ -225,7 +226,7 @@ def service_view(name: str, engine: Engine, store: StateStore) -> ServiceView:
         except ReuseportError:
             spec = None
     port = spec.port if spec else None
-    sockets = probe.observe(port, replicas) if port else None
+    sockets = attribution.observe(port, replicas) if port else None
     status = store.load_status(name)
     desired = desired_spec.replicas if desired_spec else None
     rows = replica_rows(

@@ -20,14 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from reuseport import controller, kernel, probe
+from reuseport import controller
 from reuseport.backoff import BackoffBook
 from reuseport.controller import Create, Fail, Observed, Remove, Replace, Wait
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import EngineError, ReplicaFailed, ReuseportError, ReusePortMissing
 from reuseport.health import HealthChecks, Observe, command_check, http_check
+from reuseport.kernel import attribution, destroy
+from reuseport.kernel.attribution import PortObservation
 from reuseport.liveness import SUSPECT_POLL_S, HangDetector
-from reuseport.probe import PortObservation
 from reuseport.spec import HealthPolicy, ServiceSpec, differences
 from reuseport.store import StateStore
 
@@ -43,7 +44,7 @@ DETAIL_S = 0.5
 # listener is closed for it before it is stopped (see _evict).
 STALLED_EVICT_S = 1.0
 
-Observer = Callable[..., PortObservation]  # the signature of probe.observe
+Observer = Callable[..., PortObservation]  # the signature of attribution.observe
 Evict = Callable[[int, int], bool]  # (port, listener inode) -> closed
 Notify = Callable[[str], None]
 
@@ -91,8 +92,8 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall: Callable[[], float] = time.time,
-        readiness: Observer = probe.observe,
-        evict: Evict = kernel.close_listener,
+        readiness: Observer = attribution.observe,
+        evict: Evict = destroy.close_listener,
         notify: Notify = lambda message: None,
     ) -> None:
         self.spec = spec

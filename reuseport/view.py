@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from reuseport.engine.base import Replica
-from reuseport.probe import ForeignListener, PortObservation
+from reuseport.kernel.attribution import ForeignListener, PortObservation
 
 
 @dataclass(frozen=True)

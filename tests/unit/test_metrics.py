@@ -15,10 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reuseport import metrics, probe, render, service
+from reuseport import metrics, render, service
 from reuseport.engine.base import Replica
 from reuseport.errors import PortConflict
-from reuseport.probe import ForeignListener, PortObservation, ReplicaSockets
+from reuseport.kernel import attribution
+from reuseport.kernel.attribution import ForeignListener, PortObservation, ReplicaSockets
 from reuseport.spec import BackoffPolicy, HealthPolicy, ServiceSpec
 from reuseport.store import StateStore
 from reuseport.supervisor import Supervisor
@@ -119,7 +120,7 @@ def ps_json(
     plus its own read of the port (here the fake kernel)."""
     supervisor._published = {}  # publish now, whatever the heartbeat says
     supervisor._publish(supervisor.snapshot)
-    monkeypatch.setattr(probe, "observe", kernel.observe)
+    monkeypatch.setattr(attribution, "observe", kernel.observe)
     view = service.service_view(supervisor.spec.name, supervisor.engine, supervisor.store)
     return json.loads(render.views_json([view]))
 

@@ -42,7 +42,7 @@ def test_uptime_format() -> None:
 
 
 def test_ready_counts_neither_failing_nor_health_pending_replicas() -> None:
-    from reuseport.probe import PortObservation, ReplicaSockets
+    from reuseport.kernel.attribution import PortObservation, ReplicaSockets
     from reuseport.view import ServiceView
 
     replicas = [replica(1, "aaaaaaaa"), replica(2, "bbbbbbbb"), replica(3, "cccccccc")]
