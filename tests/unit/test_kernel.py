@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reuseport.kernel import destroy, processes
+from reuseport.engine.base import Replica
+from reuseport.kernel import attribution, destroy, processes
 from reuseport.kernel import sockets as kernel_sockets
 from reuseport.kernel.processes import container_id_of, process_tree
 from reuseport.kernel.sockets import listeners, listening_inodes, pids_listening
@@ -496,3 +497,30 @@ def test_socket_fds_names_the_fd_of_each_socket(sockets: list[socket.socket]) ->
     assert held[_inode(server)] == server.fileno()
     assert set(held) == processes.socket_inodes(os.getpid())
     assert processes.socket_fds(2**22 + 1) == {}  # no such pid
+
+
+def test_observe_attributes_by_process_tree_and_classes_strangers(
+    procs: list[subprocess.Popen[str]], sockets: list[socket.socket]
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD_LISTENER],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    procs.append(child)
+    assert child.stdout is not None
+    port = int(child.stdout.readline())
+    stranger = _listen(sockets, port=port)  # same uid, same address: it joins the group
+    replica = Replica(CID, "web.1", "web", 1, "running", child.pid, "img", "", "", 0, 0)
+
+    seen = attribution.observe(port, [replica], connections=False)
+    assert set(seen.listening) == {CID} and seen.listening[CID] == child.pid
+    (foreign,) = seen.foreign
+    assert foreign.inode == _inode(stranger) and foreign.pid == os.getpid()
+    assert foreign.kind == "foreign"  # the replicas' uid; its SO_REUSEPORT is not read
+    assert f"pid {os.getpid()} (" in foreign.describe()
+
+    alone = attribution.observe(port, [], connections=False)
+    assert alone.listening == {} and len(alone.foreign) == 2
+    assert {f.kind for f in alone.foreign} == {None}  # no replica listens: no uid to compare
