@@ -13,7 +13,7 @@ Both setups run side by side in one run, with the same topology: 4 containers of
 
 A trial takes the set of LISTEN inodes on the port, SIGKILLs one replica's listening host
 process (``os.kill``; t0 = ``perf_counter()`` right before), then polls the kernel
-(sock_diag, ``reuseport.kernel.listening_inodes``) every 2 ms until an inode that was not
+(sock_diag, ``reuseport.kernel.sockets.listening_inodes``) every 2 ms until an inode that was not
 there before listens AND the port has 4 listeners again (t1). Latency = t1 - t0.
 
 Trials alternate between the two setups so both see the same machine load. Each setup
@@ -58,8 +58,8 @@ import docker.errors
 from docker.models.containers import Container
 
 import reuseport
-from reuseport import kernel
 from reuseport import labels as rp_labels
+from reuseport.kernel import sockets as kernel
 from reuseport.store import StateStore
 
 BENCH_LABEL = "io.reuseport.bench"

@@ -69,7 +69,7 @@ import docker
 
 from benchmarks import replace_latency as rl
 from loadtest import locustrun
-from reuseport import kernel
+from reuseport.kernel import sockets as kernel
 
 WARMUP_S = 3.0  # after every user runs, before the first kill: the load is steady
 TAIL_S = 3.0  # load after the last replacement, so its effect (if any) is on the chart

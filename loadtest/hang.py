@@ -60,7 +60,8 @@ import docker.errors
 from benchmarks import replace_latency as rl
 from loadtest import locustrun
 from loadtest.chaos import signals_ignored, sigterm_as_interrupt
-from reuseport import host, kernel
+from reuseport import host
+from reuseport.kernel import sockets as kernel
 
 WARMUP_S = 3.0  # every user runs and the load is steady before the SIGSTOP
 NETWORK_TIMEOUT_S = 5.0  # locust's per-request limit here (its default 60 s outlives the run)

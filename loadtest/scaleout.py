@@ -21,8 +21,8 @@ import docker
 
 from benchmarks import replace_latency as rl
 from loadtest.chaos import signals_ignored, sigterm_as_interrupt
-from reuseport import kernel
 from reuseport import labels as rp_labels
+from reuseport.kernel import sockets as kernel
 
 READY_TIMEOUT_S = 120.0
 

@@ -34,7 +34,8 @@ import httpx
 
 from benchmarks.replace_latency import free_ports
 from loadtest.shares import raise_fd_limit
-from reuseport import kernel, labels
+from reuseport import labels
+from reuseport.kernel import sockets as kernel
 
 BENCH_LABEL = "io.reuseport.bench"
 RUN_LABEL = "io.reuseport.bench.run"

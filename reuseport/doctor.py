@@ -8,24 +8,21 @@ service (reset connections, dropped bursts) without stopping it.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import re
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
-
-from reuseport import host, kernel, preflight
+from reuseport import host
 from reuseport.engine import Engine, Replica
 from reuseport.engine import connect as connect_engine
 from reuseport.errors import ReuseportError
+from reuseport.kernel import attribution, options, ports, processes
+from reuseport.kernel.sockets import Listener
+from reuseport.kernel.sockets import listeners as read_listeners
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -34,7 +31,6 @@ SOMAXCONN_MIN = 1024
 SOMAXCONN_FIX = "sysctl -w net.core.somaxconn=4096"
 REUSEPORT_SINCE = (3, 9)
 MIGRATE_SINCE = (5, 14)
-_SYS_PIDFD_GETFD = 438  # one number on every architecture (unified table, Linux >= 5.6)
 
 
 @dataclass(frozen=True)
@@ -59,8 +55,9 @@ def diagnose(
     *,
     connect: Callable[[], Engine] = connect_engine,
     sysctl: Callable[[str], int | None] | None = None,
-    listeners: Callable[[int], list[kernel.Listener]] = kernel.listeners,
-    reuseport: Callable[[kernel.Listener], bool | None] | None = None,
+    listeners: Callable[[int], list[Listener]] = read_listeners,
+    reuseport: Callable[[Listener], bool | None] | None = None,
+    process_tree: attribution.ProcessTree = processes.process_tree,
     euid: int | None = None,
     release: str | None = None,
 ) -> list[Finding]:
@@ -74,15 +71,13 @@ def diagnose(
     findings.append(_migrate(read("net.ipv4.tcp_migrate_req")))
     findings.append(_somaxconn(read("net.core.somaxconn")))
     if port is None:
-        findings.append(_uids(euid, None, [], {}, lambda listener: None))
+        findings.append(_uids(euid, None, []))
         return findings
-    replicas = _replicas_by_container(engine)
-    found = listeners(port)
-    probe = reuseport or (lambda listener: has_reuseport(listener, euid))
-    # One probe per foreign listener, shared by the port and uid findings.
-    flags = {s.inode: probe(s) for s in found if _replica_of(s, replicas) is None}
-    findings.extend(_port(port, found, replicas, flags))
-    findings.append(_uids(euid, port, found, replicas or {}, lambda s: flags.get(s.inode)))
+    replicas = _replicas(engine)
+    probe = reuseport or (lambda listener: options.has_reuseport(listener, euid))
+    held = _classify(listeners(port), replicas or [], probe, process_tree)
+    findings.extend(_port(port, held, engine_answers=replicas is not None))
+    findings.append(_uids(euid, port, held))
     return findings
 
 
@@ -176,79 +171,83 @@ def _somaxconn(value: int | None) -> Finding:
 # --------------------------------------------------------------------------- the port
 
 
-def _replicas_by_container(engine: Engine | None) -> dict[str, Replica] | None:
-    """Replicas of every service of ours by container id; None when the engine cannot say."""
+@dataclass(frozen=True)
+class _Held:
+    """One listener on the port, with the replica holding it and what it means."""
+
+    listener: Listener
+    replica: Replica | None  # None: no replica of ours holds it (or the engine is down)
+    verdict: ports.ListenerClass
+    # A stranger on an address where replicas of ours listen: their service (the uid rule
+    # then decides whether it shares their SO_REUSEPORT group).
+    beside: str | None
+
+
+def _replicas(engine: Engine | None) -> list[Replica] | None:
+    """Replicas of every service of ours; None when the engine cannot say."""
     if engine is None:
         return None
     try:
-        return {r.id: r for r in engine.replicas()}
+        return engine.replicas()
     except ReuseportError:
         return None
 
 
-def _replica_of(listener: kernel.Listener, replicas: dict[str, Replica] | None) -> Replica | None:
-    if replicas is None or listener.container_id is None:
-        return None
-    return replicas.get(listener.container_id)
+def _classify(
+    found: list[Listener],
+    replicas: list[Replica],
+    probe: Callable[[Listener], bool | None],
+    process_tree: attribution.ProcessTree,
+) -> list[_Held]:
+    owned = attribution.owners(found, replicas, process_tree)
+    groups = {s.address: (s.uid, owned[s.inode].service) for s in found if s.inode in owned}
+    held: list[_Held] = []
+    for listener in found:
+        replica = owned.get(listener.inode)
+        group = groups.get(listener.address)
+        verdict = ports.classify(
+            ports.Owner.of(listener),
+            group[0] if group else None,
+            replica is not None,
+            None if replica else probe(listener),  # one probe per stranger, for both checks
+        )
+        beside = group[1] if group and replica is None else None
+        held.append(_Held(listener, replica, verdict, beside))
+    return held
 
 
-def _who(listener: kernel.Listener) -> str:
-    # Same wording as preflight, so doctor and `up` name a holder alike.
-    if not listener.pids:
-        return f"a socket on {listener.address} (owner process not visible)"
-    who = f"pid {listener.pids[0]} ({listener.program or '?'})"
-    if listener.container_id:
-        who += f" in container {listener.container_id[:12]}"
-    return who
-
-
-def _owner(listener: kernel.Listener) -> str:
-    if not listener.pids:
-        return "owner not visible"
-    return f"pid {listener.pids[0]}, {listener.program or '?'}"
-
-
-def _stop_fix(listener: kernel.Listener) -> str:
-    if not listener.pids:
+def _stop_fix(owner: ports.Owner) -> str:
+    if owner.pid is None:
         return "run `reuseport doctor` as root to see its owner, or choose another --port"
-    if listener.container_id:
-        return f"docker stop {listener.container_id[:12]} (or choose another --port)"
-    return f"kill {listener.pids[0]} (or choose another --port)"
+    if owner.container_id:
+        return f"docker stop {owner.container_id[:12]} (or choose another --port)"
+    return f"kill {owner.pid} (or choose another --port)"
 
 
-def _port(
-    port: int,
-    found: list[kernel.Listener],
-    replicas: dict[str, Replica] | None,
-    flags: dict[int, bool | None],
-) -> list[Finding]:
+def _port(port: int, held: list[_Held], engine_answers: bool) -> list[Finding]:
     check = "port"
-    if not found:
+    if not held:
         return [Finding(check, "ok", f"port {port} is free")]
     findings: list[Finding] = []
     ours: dict[str, list[str]] = {}
-    for listener in found:
-        replica = _replica_of(listener, replicas)
+    for entry in held:
+        listener, replica, owner = entry.listener, entry.replica, entry.verdict.owner
         if replica is not None:
-            pid = listener.pids[0] if listener.pids else replica.pid
+            pid = owner.pid or replica.pid
             ours.setdefault(replica.service, []).append(
                 f"replica {replica.index}: pid {pid}, uid {listener.uid}"
             )
-            continue
-        if replicas is None and listener.container_id is not None:
-            # Without the engine a container's socket may well be one of our replicas.
+        elif not engine_answers:
             findings.append(
                 Finding(
                     check,
                     "warn",
-                    f"port {port} is held by {_who(listener)}; whether it is a replica of "
+                    f"port {port} is held by {owner.describe()}; whether it is a replica of "
                     "ours is unknown while the engine does not answer",
                 )
             )
-            continue
-        findings.append(
-            Finding(check, "fail", _foreign(port, listener, flags), _stop_fix(listener))
-        )
+        else:
+            findings.append(Finding(check, "fail", _foreign(port, entry.verdict), _stop_fix(owner)))
     if len(ours) > 1:
         names = ", ".join(repr(name) for name in sorted(ours))
         findings.insert(
@@ -274,61 +273,56 @@ def _port(
     return findings
 
 
-def _foreign(port: int, listener: kernel.Listener, flags: dict[int, bool | None]) -> str:
-    head = f"port {port} is held by {_who(listener)} as uid {listener.uid}"
-    has = flags.get(listener.inode)
-    if has is True:
+def _foreign(port: int, verdict: ports.ListenerClass) -> str:
+    """Why `up` refuses the port because of a listener no replica of ours holds."""
+    head = f"port {port} is held by {verdict.owner.describe()}"
+    if verdict.kind == "foreign-joinable":
         return (
             f"{head} with SO_REUSEPORT, which is not a replica of ours and would take a share "
             "of the connections: `up` refuses the port"
         )
-    if has is False:
+    if verdict.kind == "foreign-blocking":
         return f"{head}, which is not in a SO_REUSEPORT group: `up` refuses the port"
+    if verdict.kind == "other-uid":
+        return (
+            f"{head}, which is not a replica of ours, under another uid than the replicas' "
+            f"({ports.UID_RULE}): `up` refuses the port"
+        )
     return f"{head}, which is not a replica of ours: `up` refuses the port"
 
 
 # --------------------------------------------------------------------------- uids
 
 
-def _uids(
-    euid: int,
-    port: int | None,
-    found: list[kernel.Listener],
-    replicas: dict[str, Replica],
-    flag: Callable[[kernel.Listener], bool | None],
-) -> Finding:
+def _uids(euid: int, port: int | None, held: list[_Held]) -> Finding:
     parts = [f"doctor runs as uid {euid}"]
-    ours: dict[tuple[str, int], str] = {}  # (address, uid) -> service
-    holders: list[str] = []
-    for listener in found:
-        replica = _replica_of(listener, replicas)
-        if replica is not None:
-            ours.setdefault((listener.address, listener.uid), replica.service)
-            holders.append(f"uid {listener.uid} (replica {replica.service}.{replica.index})")
-        else:
-            holders.append(f"uid {listener.uid} ({_owner(listener)})")
+    holders = [
+        f"replica {e.replica.service}.{e.replica.index} as uid {e.listener.uid}"
+        if e.replica
+        else e.verdict.owner.describe()
+        for e in held
+    ]
     if port is not None:
         parts.append(f"on port {port}: " + (", ".join(holders) if holders else "no listener"))
-    # SO_REUSEPORT groups sockets by address and effective uid, nothing else: a stranger
-    # with the replicas' uid that sets the option is load-balanced in without a word.
-    for listener in found:
-        service = ours.get((listener.address, listener.uid))
-        if service is None or _replica_of(listener, replicas) is not None:
+    for entry in held:
+        # A stranger beside the replicas with their uid shares their group (ports.classify).
+        if entry.beside is None or entry.verdict.kind == "other-uid":
             continue
-        has = flag(listener)
-        pid = f"pid {listener.pids[0]}" if listener.pids else "an unseen process"
-        if has is False:
+        owner = entry.verdict.owner
+        pid = f"pid {owner.pid}" if owner.pid else "an unseen process"
+        if entry.verdict.kind == "foreign-blocking":
             status: Status = "warn"
-            detail = f"{pid} shares uid {listener.uid} with the replicas of {service!r}: it " + (
-                "joins their SO_REUSEPORT group silently if it ever sets the option"
+            detail = (
+                f"{pid} shares uid {owner.uid} with the replicas of {entry.beside!r}: it joins "
+                "their SO_REUSEPORT group silently if it ever sets the option"
             )
         else:
             status = "fail"
             detail = (
-                f"{pid} shares uid {listener.uid} with the replicas of {service!r} and sits in "
-                "their SO_REUSEPORT group: it takes a share of their connections"
+                f"{pid} shares uid {owner.uid} with the replicas of {entry.beside!r} and sits "
+                "in their SO_REUSEPORT group: it takes a share of their connections"
             )
-        kill = f"kill {listener.pids[0]}; " if listener.pids else ""
+        kill = f"kill {owner.pid}; " if owner.pid else ""
         return Finding(
             "uids",
             status,
@@ -344,105 +338,3 @@ def _uids(
             "run it as root (sudo)",
         )
     return Finding("uids", "ok", "; ".join(parts))
-
-
-# --------------------------------------------------------------------------- SO_REUSEPORT
-
-
-def has_reuseport(listener: kernel.Listener, euid: int | None = None) -> bool | None:
-    """Does the listener have SO_REUSEPORT set? None when it cannot be told.
-
-    Asked of the socket itself through a duplicate of its owner's fd (pidfd_getfd); else a
-    probe bind beside it, which only answers for sockets of our own uid.
-    """
-    for pid in listener.pids:
-        answer = _reuseport_via_pidfd(pid, listener.inode)
-        if answer is not None:
-            return answer
-    if listener.uid != (os.geteuid() if euid is None else euid):
-        return None  # a bind beside another uid's socket fails whatever its options
-    return _probe_joinable(listener.address, listener.port)
-
-
-def _fd_of(pid: int, inode: int) -> int | None:
-    link = f"socket:[{inode}]"
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return None
-    for name in names:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{name}") == link:
-                return int(name)
-        except OSError:
-            continue
-    return None
-
-
-def _reuseport_via_pidfd(pid: int, inode: int) -> bool | None:
-    target = _fd_of(pid, inode)
-    if target is None:
-        return None
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:  # gone, or a kernel < 5.3
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        dup = int(libc.syscall(_SYS_PIDFD_GETFD, pidfd, target, 0))
-        if dup < 0:  # EPERM (no ptrace right), ENOSYS (< 5.6), EBADF (fd closed meanwhile)
-            return None
-        # Our copy holds the listener open only for these few microseconds, and closing it
-        # just drops our reference: the owner's socket is left exactly as it was.
-        with socket.socket(fileno=dup) as dup_sock:
-            if os.fstat(dup_sock.fileno()).st_ino != inode:
-                return None  # the pid or fd number was reused since the scan
-            return bool(dup_sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
-    except OSError:
-        return None
-    finally:
-        os.close(pidfd)
-
-
-def _probe_joinable(address: str, port: int) -> bool | None:
-    """preflight's check: a SO_REUSEPORT bind (never a listen) beside it succeeds."""
-    try:
-        return preflight.joinable(address, port)
-    except OSError:  # not EADDRINUSE: cannot tell
-        return None
-
-
-# --------------------------------------------------------------------------- rendering
-
-_MARKS: dict[str, tuple[str, str]] = {
-    "ok": ("✓", "green"),
-    "warn": ("!", "yellow"),
-    "fail": ("✗", "red"),
-}
-
-
-def checklist(findings: Sequence[Finding]) -> Group:
-    """The human checklist: one row per finding, its fix under it, then the verdict."""
-    table = Table(box=None, pad_edge=False, show_header=False)
-    table.add_column(no_wrap=True)
-    table.add_column(no_wrap=True, style="bold")
-    table.add_column()
-    for finding in findings:
-        mark, colour = _MARKS[finding.status]
-        text = Text(finding.detail)  # Text, not markup: details quote `[...]` verbatim
-        if finding.fix:
-            text.append("\nfix: ").append(finding.fix, style="bold")
-        table.add_row(Text(mark, style=colour), finding.check, text)
-    failed = sum(f.status == "fail" for f in findings)
-    warned = sum(f.status == "warn" for f in findings)
-    if failed:
-        verdict = Text(f"{_count(failed, 'problem')} would stop `reuseport up`", style="red")
-    else:
-        verdict = Text("nothing stops `reuseport up`", style="green")
-    if warned:
-        verdict.append(f" ({_count(warned, 'warning')})", style="yellow")
-    return Group(table, Text(""), verdict)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

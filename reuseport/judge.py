@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from reuseport import liveness
 from reuseport.engine.base import Replica
-from reuseport.probe import ReplicaSockets
+from reuseport.kernel.attribution import ReplicaSockets
 from reuseport.records import ReplicaRecord
 
 READY = "ready"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reuseport.probe import ReplicaSockets
+from reuseport.kernel.attribution import ReplicaSockets
 
 SUSPECT_POLL_S = 0.05  # queue readings while a replica is suspect (a listener read: ~0.1 ms)
 

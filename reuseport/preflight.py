@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import socket
-from collections.abc import Collection
+from collections.abc import Iterable
 
-from reuseport import kernel
-from reuseport.engine.base import Engine
+from reuseport.engine.base import Engine, Replica
 from reuseport.errors import InvalidSpec, PortBusy, PortConflict, UidMismatch
+from reuseport.kernel import attribution, options, ports
 from reuseport.spec import ServiceSpec
 
 
@@ -21,55 +20,46 @@ def replica_uid(engine: Engine, spec: ServiceSpec) -> int:
     return uid
 
 
-def check_port(engine: Engine, spec: ServiceSpec, own_containers: Collection[str]) -> None:
-    """Refuse a port held by anything but this service's replicas, or by another uid."""
+def check_port(engine: Engine, spec: ServiceSpec, replicas: Iterable[Replica]) -> None:
+    """Refuse a port held by anything but the service's ``replicas``, or by another uid.
+
+    Whether a replica holds a listener is decided by :mod:`reuseport.kernel.attribution`,
+    what each listener means by :func:`reuseport.kernel.ports.classify`.
+    """
     uid = replica_uid(engine, spec)  # also refuses a --user the image does not know
-    listeners = kernel.listeners(spec.port)
-    for listener in listeners:
-        who = _describe(listener)
-        if listener.container_id in own_containers:
-            if listener.uid != uid:
-                raise UidMismatch(
-                    f"replicas of {spec.name!r} listen on port {spec.port} as uid "
-                    f"{listener.uid} but new ones would run as uid {uid}; SO_REUSEPORT only "
-                    f"groups sockets of one effective uid: run `reuseport down {spec.name}` first"
-                )
-            continue
-        if listener.uid != uid:
-            raise UidMismatch(
-                f"port {spec.port} is held by {who} as uid {listener.uid} but replicas would run "
-                f"as uid {uid}; SO_REUSEPORT only groups sockets of one effective uid"
-            )
-        if joinable(listener.address, spec.port):
-            raise PortBusy(
-                f"port {spec.port} is already served by {who} with SO_REUSEPORT, which is not a "
-                f"replica of {spec.name!r} and would take a share of its connections; stop it "
-                "or choose another --port"
-            )
-        raise PortBusy(
-            f"port {spec.port} is held by {who}, which is not in a SO_REUSEPORT group; "
-            "stop it or choose another --port"
+    for listener, replica in attribution.port_listeners(spec.port, replicas):
+        verdict = ports.classify(ports.Owner.of(listener), uid, replica is not None, None)
+        if verdict.kind == "foreign":  # only now does its SO_REUSEPORT matter
+            joins = options.joinable(listener.address, spec.port)
+            verdict = ports.classify(verdict.owner, uid, False, joins)
+        _refuse(spec, uid, verdict)
+
+
+def _refuse(spec: ServiceSpec, uid: int, verdict: ports.ListenerClass) -> None:
+    who = verdict.owner.describe()
+    if verdict.kind == "ours":
+        return
+    if verdict.kind == "other-uid" and verdict.ours:
+        raise UidMismatch(
+            f"replicas of {spec.name!r} listen on port {spec.port} as uid "
+            f"{verdict.owner.uid} but new ones would run as uid {uid}; {ports.UID_RULE}: run "
+            f"`reuseport down {spec.name}` first"
         )
-
-
-def _describe(listener: kernel.Listener) -> str:
-    if not listener.pids:
-        return f"a socket on {listener.address} (owner process not visible)"
-    return f"pid {listener.pids[0]} ({listener.program or '?'})"
-
-
-def joinable(address: str, port: int) -> bool:
-    """Could a SO_REUSEPORT socket of ours bind beside it? Bound, never listening, closed."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            probe.bind((address, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
+    if verdict.kind == "other-uid":
+        raise UidMismatch(
+            f"port {spec.port} is held by {who} but replicas would run as uid {uid}; "
+            f"{ports.UID_RULE}"
+        )
+    if verdict.kind == "foreign-joinable":
+        raise PortBusy(
+            f"port {spec.port} is already served by {who} with SO_REUSEPORT, which is not a "
+            f"replica of {spec.name!r} and would take a share of its connections; stop it "
+            "or choose another --port"
+        )
+    raise PortBusy(
+        f"port {spec.port} is held by {who}, which is not in a SO_REUSEPORT group; "
+        "stop it or choose another --port"
+    )
 
 
 def check_free(address: str, port: int, option: str) -> None:

@@ -19,14 +19,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from reuseport import controller, judge, kernel, liveness, probe
+from reuseport import controller, judge, liveness
 from reuseport.backoff import BackoffBook
 from reuseport.controller import Create, Fail, Observed, Remove, Replace, Wait
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import EngineError, ReplicaFailed, ReusePortMissing
 from reuseport.health import HealthChecks, Observe, command_check, http_check
 from reuseport.judge import Verdict
-from reuseport.probe import PortObservation
+from reuseport.kernel import attribution, destroy
+from reuseport.kernel.attribution import PortObservation
 from reuseport.records import Records
 from reuseport.spec import HealthPolicy, ServiceSpec
 from reuseport.status import IndexStatus, ReplicaStatus, ServiceStatus, Sockets
@@ -39,7 +40,7 @@ DETAIL_S = 0.5
 STALLED_EVICT_S = 1.0
 BIND_CONFLICT_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
 
-Observer = Callable[..., PortObservation]  # the signature of probe.observe
+Observer = Callable[..., PortObservation]  # the signature of attribution.observe
 Evict = Callable[[int, int], bool]  # (port, listener inode) -> closed
 Notify = Callable[[str], None]
 
@@ -77,8 +78,8 @@ class Reconciler:
         mode: str = "foreground",
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        readiness: Observer = probe.observe,
-        evict: Evict = kernel.close_listener,
+        readiness: Observer = attribution.observe,
+        evict: Evict = destroy.close_listener,
         notify: Notify = lambda message: None,
         app_checks: bool = True,
     ) -> None:
@@ -512,7 +513,7 @@ def observe_unsupervised(
     spec: ServiceSpec,
     engine: Engine,
     published: ServiceStatus | None,
-    readiness: Observer = probe.observe,
+    readiness: Observer = attribution.observe,
 ) -> ServiceStatus:
     """The verdicts a supervisor would publish for what runs now, made without one (none
     runs, or it went stale): the same observe, judge and publish, nothing applied. Without

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table
@@ -11,6 +12,9 @@ from rich.text import Text
 
 from reuseport.judge import AWAITING_HEALTH, DRAINING
 from reuseport.status import STALE_AFTER_S, ReplicaStatus, ServiceStatus, replica_json
+
+if TYPE_CHECKING:  # doctor is imported only when `doctor` runs
+    from reuseport.doctor import Finding
 
 
 def service_table(status: ServiceStatus, now: float) -> Group:
@@ -153,7 +157,44 @@ def statuses_json(statuses: Sequence[ServiceStatus], now: float) -> str:
                     "program": foreign.program,
                     "uid": foreign.uid,
                     "address": foreign.address,
+                    "class": foreign.kind,
                     **service,
                 }
             )
     return json.dumps(rows, indent=2)
+
+
+# --------------------------------------------------------------------------- doctor
+
+_MARKS: dict[str, tuple[str, str]] = {
+    "ok": ("✓", "green"),
+    "warn": ("!", "yellow"),
+    "fail": ("✗", "red"),
+}
+
+
+def checklist(findings: Sequence[Finding]) -> Group:
+    """`doctor`'s human checklist: one row per finding, its fix under it, then the verdict."""
+    table = Table(box=None, pad_edge=False, show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, style="bold")
+    table.add_column()
+    for finding in findings:
+        mark, colour = _MARKS[finding.status]
+        text = Text(finding.detail)  # Text, not markup: details quote `[...]` verbatim
+        if finding.fix:
+            text.append("\nfix: ").append(finding.fix, style="bold")
+        table.add_row(Text(mark, style=colour), finding.check, text)
+    failed = sum(f.status == "fail" for f in findings)
+    warned = sum(f.status == "warn" for f in findings)
+    if failed:
+        verdict = Text(f"{_count(failed, 'problem')} would stop `reuseport up`", style="red")
+    else:
+        verdict = Text("nothing stops `reuseport up`", style="green")
+    if warned:
+        verdict.append(f" ({_count(warned, 'warning')})", style="yellow")
+    return Group(table, Text(""), verdict)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reuseport import kernel, labels, preflight, service
+from reuseport import labels, preflight, service
 from reuseport.engine.base import Engine
 from reuseport.errors import (
     InvalidSpec,
@@ -27,6 +27,7 @@ from reuseport.errors import (
     ServiceNotFound,
     UidMismatch,
 )
+from reuseport.kernel import attribution, ports
 from reuseport.spec import RolloutPolicy, ServiceSpec
 from reuseport.store import StateStore
 
@@ -172,13 +173,15 @@ def _record(store: StateStore, name: str, number: int, result: str) -> None:
 
 def _refuse_other_uid(engine: Engine, current: ServiceSpec, target: ServiceSpec) -> None:
     new_uid = preflight.replica_uid(engine, target)
-    own = {r.id for r in engine.replicas(current.name)}
-    for listener in kernel.listeners(current.port):
-        if listener.container_id in own and listener.uid != new_uid:
+    for listener, replica in attribution.port_listeners(
+        current.port, engine.replicas(current.name)
+    ):
+        verdict = ports.classify(ports.Owner.of(listener), new_uid, replica is not None, None)
+        if verdict.ours and verdict.kind == "other-uid":
             raise UidMismatch(
                 f"{target.image} would run as uid {new_uid} but the replicas of "
-                f"{current.name!r} listen as uid {listener.uid}; SO_REUSEPORT only groups "
-                "sockets of one effective uid, so the new replicas could not share the port"
+                f"{current.name!r} listen as uid {listener.uid}; {ports.UID_RULE}, so the new "
+                "replicas could not share the port"
             )
 
 

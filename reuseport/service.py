@@ -101,7 +101,7 @@ def start(
     try:
         for stale in engine.supervisors(spec.name):  # exited supervisors of an earlier run
             engine.remove_supervisor(stale.id, timeout=0)
-        preflight.check_port(engine, spec, {r.id for r in existing})
+        preflight.check_port(engine, spec, existing)
         if spec.metrics_port is not None:
             preflight.check_free(spec.metrics_addr, spec.metrics_port, "--metrics-port")
         store.save_spec(spec)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from reuseport.probe import ForeignListener
+from reuseport.kernel.attribution import ForeignListener
 
 STATUS_VERSION = 1
 # A supervisor rewrites its status at least every second; older than this it is not running.

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from reuseport import kernel, probe
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import ReplicaFailed, ReuseportError, StateUnreadable
 from reuseport.judge import STARTING
+from reuseport.kernel import attribution, destroy
 from reuseport.liveness import SUSPECT_POLL_S
 from reuseport.reconciler import Evict, Notify, Observer, Reconciler
 from reuseport.spec import ServiceSpec, differences
@@ -57,8 +57,8 @@ class Supervisor(Reconciler):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall: Callable[[], float] = time.time,
-        readiness: Observer = probe.observe,
-        evict: Evict = kernel.close_listener,
+        readiness: Observer = attribution.observe,
+        evict: Evict = destroy.close_listener,
         notify: Notify = lambda message: None,
     ) -> None:
         super().__init__(

@@ -17,7 +17,7 @@ from reuseport import logs as logs_mod
 from reuseport import rollout as rollouts
 from reuseport.cli._common import StateDir, app, err, out, stop_on_signals, store_at
 from reuseport.errors import InvalidSpec
-from reuseport.render import service_table, statuses_json
+from reuseport.render import checklist, service_table, statuses_json
 from reuseport.spec import validate_name
 
 
@@ -135,7 +135,7 @@ def doctor(
     if as_json:
         print(json.dumps(checkup.as_json(findings), indent=2))
     else:
-        out.print(checkup.checklist(findings))
+        out.print(checklist(findings))
     if checkup.blocking(findings):
         # Not typer.Exit: with standalone_mode=False click returns its code instead of exiting.
         sys.exit(1)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reuseport import kernel
+from reuseport.kernel import sockets as kernel
 from tests.integration.conftest import Service, assert_one_line_error
 
 

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from loadtest import locustrun, setups, wrk
-from reuseport import host, probe
+from reuseport import host
 from reuseport.engine import connect
+from reuseport.kernel import attribution as probe
 from tests.integration.conftest import Service, wait_for
 
 HANG_WINDOW_S = 5.0

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from reuseport import kernel
+from reuseport.kernel import sockets as kernel
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from reuseport import kernel
+from reuseport.kernel import sockets as kernel
 from tests.integration.conftest import Service, terminate, wait_for
 
 PS_KEYS = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reuseport.engine.base import Replica, SupervisorInfo
-from reuseport.probe import PortObservation, ReplicaSockets
+from reuseport.kernel.attribution import PortObservation, ReplicaSockets
 from reuseport.spec import ServiceSpec
 
 

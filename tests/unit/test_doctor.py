@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from reuseport import cli, doctor, kernel
+from reuseport import cli, doctor
 from reuseport.doctor import Finding
 from reuseport.engine.base import Replica
 from reuseport.errors import EngineUnavailable
+from reuseport.kernel import options
+from reuseport.kernel.sockets import Listener
 
 PORT = 8080
 OURS = "a" * 64
@@ -34,8 +36,9 @@ class Engine:
         return self.replica_list
 
 
-def replica(cid: str = OURS, service: str = "web", index: int = 1) -> Replica:
-    return Replica(cid, f"{service}.{index}", service, index, "running", 4242, "img", "", "", 0, 0)
+def replica(cid: str = OURS, service: str = "web", index: int = 1, pid: int = 11) -> Replica:
+    """A running replica whose process tree is its own pid alone (see run_list)."""
+    return Replica(cid, f"{service}.{index}", service, index, "running", pid, "img", "", "", 0, 0)
 
 
 def listener(
@@ -44,10 +47,10 @@ def listener(
     container: str | None = None,
     address: str = "0.0.0.0",
     inode: int = 1,
-) -> kernel.Listener:
+) -> Listener:
     pids = (pid,) if pid else ()
     program = "python3" if pid else None
-    return kernel.Listener(inode, address, PORT, "ipv4", uid, 0, pids, program, container)
+    return Listener(inode, address, PORT, "ipv4", uid, 0, pids, program, container)
 
 
 def down() -> Engine:
@@ -62,7 +65,7 @@ def run_list(
     engine: Callable[[], object] = Engine,
     migrate: int | None = 1,
     somaxconn: int | None = 4096,
-    found: list[kernel.Listener] | None = None,
+    found: list[Listener] | None = None,
     reuseport: bool | None = True,
     euid: int = 0,
     release: str = "6.1.0-18-amd64",
@@ -74,6 +77,7 @@ def run_list(
         sysctl=sysctls.get,
         listeners=lambda p: list(found or []),
         reuseport=lambda listener: reuseport,
+        process_tree=lambda pid: [pid],
         euid=euid,
         release=release,
     )
@@ -143,10 +147,10 @@ def test_foreign_listener_blocks_and_names_its_pid(
     findings = run(found=[listener(pid=321, uid=1000)], reuseport=has_reuseport)
     port = findings["port"]
     assert port.status == "fail"
-    assert "pid 321 (python3) as uid 1000" in port.detail and fragment in port.detail
+    assert "pid 321 (python3) on 0.0.0.0 as uid 1000" in port.detail and fragment in port.detail
     assert port.fix == "kill 321 (or choose another --port)"
     assert findings["uids"].status == "ok"  # no replica of ours it could join
-    assert "uid 1000 (pid 321, python3)" in findings["uids"].detail
+    assert "pid 321 (python3) on 0.0.0.0 as uid 1000" in findings["uids"].detail
     assert doctor.blocking(list(findings.values()))
 
 
@@ -161,21 +165,24 @@ def test_listener_without_visible_owner_blocks() -> None:
 
 
 def test_our_replicas_are_reported_as_ours() -> None:
-    engine = Engine([replica(OURS, "web", 1), replica("c" * 64, "web", 2)])
-    found = [listener(pid=11, container=OURS, inode=1), listener(pid=12, container="c" * 64)]
+    engine = Engine([replica(OURS, "web", 1, pid=11), replica("c" * 64, "web", 2, pid=12)])
+    found = [
+        listener(pid=11, container=OURS, inode=1),
+        listener(pid=12, container="c" * 64, inode=2),
+    ]
     findings = run(engine=lambda: engine, found=found, reuseport=None)
     assert statuses(findings)["port"] == "ok"
     assert findings["port"].detail == (
         "port 8080 is served by replicas of 'web' "
         "(replica 1: pid 11, uid 0; replica 2: pid 12, uid 0)"
     )
-    assert "uid 0 (replica web.1), uid 0 (replica web.2)" in findings["uids"].detail
+    assert "replica web.1 as uid 0, replica web.2 as uid 0" in findings["uids"].detail
     assert not doctor.blocking(list(findings.values()))
 
 
 def test_two_services_of_ours_on_one_port_block() -> None:
-    engine = Engine([replica(OURS, "web", 1), replica("c" * 64, "api", 1)])
-    found = [listener(pid=11, container=OURS), listener(pid=12, container="c" * 64)]
+    engine = Engine([replica(OURS, "web", 1, pid=11), replica("c" * 64, "api", 1, pid=12)])
+    found = [listener(pid=11, inode=1), listener(pid=12, inode=2)]
     port = run(engine=lambda: engine, found=found)["port"]
     assert port.status == "fail" and "several services ('api', 'web')" in port.detail
 
@@ -213,6 +220,26 @@ def test_another_uid_cannot_join_the_group() -> None:
     ]
 
 
+def test_ownership_is_the_process_tree_not_the_cgroup() -> None:
+    # A socket in one of our containers' cgroups that no replica's process tree holds is a
+    # stranger; one a replica's tree holds is ours whatever cgroup its process sits in.
+    engine = Engine([replica(OURS, pid=11)])
+    found = [listener(pid=11, container=None, inode=1), listener(pid=50, container=OURS, inode=2)]
+    findings = run_list(engine=lambda: engine, found=found, reuseport=False)
+    ports = [f for f in findings if f.check == "port"]
+    assert [f.status for f in ports] == ["ok", "fail"]
+    assert "replica 1: pid 11" in ports[0].detail
+    assert f"pid 50 (python3) in container {OURS[:12]} on 0.0.0.0" in ports[1].detail
+    assert ports[1].fix == f"docker stop {OURS[:12]} (or choose another --port)"
+
+
+def test_a_stranger_under_another_uid_is_named_as_such() -> None:
+    engine = Engine([replica(OURS, pid=11)])
+    found = [listener(pid=11, inode=1), listener(pid=99, uid=1000, inode=2)]
+    stranger = run_list(engine=lambda: engine, found=found, reuseport=True)[-2]
+    assert stranger.status == "fail" and "under another uid than the replicas'" in stranger.detail
+
+
 def test_not_root_warns() -> None:
     uids = run(euid=1000)["uids"]
     assert uids.status == "warn" and "doctor runs as uid 1000" in uids.detail
@@ -244,11 +271,11 @@ def test_json_shape() -> None:
 
 
 @pytest.fixture
-def listening() -> Iterator[Callable[[bool], kernel.Listener]]:
+def listening() -> Iterator[Callable[[bool], Listener]]:
     """Listeners of this process on a free port, with or without SO_REUSEPORT."""
     opened: list[socket.socket] = []
 
-    def make(reuseport: bool) -> kernel.Listener:
+    def make(reuseport: bool) -> Listener:
         sock = socket.socket()
         opened.append(sock)
         if reuseport:
@@ -257,7 +284,7 @@ def listening() -> Iterator[Callable[[bool], kernel.Listener]]:
         sock.listen()
         inode = os.fstat(sock.fileno()).st_ino
         port = sock.getsockname()[1]
-        return kernel.Listener(
+        return Listener(
             inode, "127.0.0.1", port, "ipv4", os.geteuid(), 0, (os.getpid(),), "python", None
         )
 
@@ -268,22 +295,22 @@ def listening() -> Iterator[Callable[[bool], kernel.Listener]]:
 
 @pytest.mark.parametrize("flag", [True, False])
 def test_reuseport_is_read_from_the_socket_itself(
-    listening: Callable[[bool], kernel.Listener], flag: bool
+    listening: Callable[[bool], Listener], flag: bool
 ) -> None:
-    assert doctor.has_reuseport(listening(flag)) is flag
+    assert options.has_reuseport(listening(flag)) is flag
 
 
 @pytest.mark.parametrize("flag", [True, False])
 def test_reuseport_falls_back_to_a_probe_bind(
-    listening: Callable[[bool], kernel.Listener], flag: bool
+    listening: Callable[[bool], Listener], flag: bool
 ) -> None:
     unseen = listening(flag)
-    unseen = kernel.Listener(
+    unseen = Listener(
         unseen.inode, unseen.address, unseen.port, "ipv4", unseen.uid, 0, (), None, None
     )
-    assert doctor.has_reuseport(unseen) is flag
+    assert options.has_reuseport(unseen) is flag
     # Beside another uid's socket a bind fails whatever its options: no answer.
-    assert doctor.has_reuseport(unseen, euid=unseen.uid + 1) is None
+    assert options.has_reuseport(unseen, euid=unseen.uid + 1) is None
 
 
 # --------------------------------------------------------------------------- the command

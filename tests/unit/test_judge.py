@@ -8,8 +8,8 @@ import pytest
 
 from reuseport import judge
 from reuseport.engine.base import Replica
+from reuseport.kernel.attribution import ReplicaSockets
 from reuseport.liveness import Stall
-from reuseport.probe import ReplicaSockets
 from reuseport.records import Records, ReplicaRecord
 
 LIMITS = judge.Limits(hang_window_s=5.0, start_timeout_s=30.0, port=8080)

@@ -1,4 +1,4 @@
-"""reuseport.kernel against real sockets of this process and against a fake /proc tree."""
+"""reuseport.kernel's reads against real sockets of this process and a fake /proc tree."""
 
 from __future__ import annotations
 
@@ -14,14 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from reuseport import kernel
-from reuseport.kernel import (
-    container_id_of,
-    listeners,
-    listening_inodes,
-    pids_listening,
-    process_tree,
-)
+from reuseport.engine.base import Replica
+from reuseport.kernel import attribution, destroy, processes
+from reuseport.kernel import sockets as kernel_sockets
+from reuseport.kernel.processes import container_id_of, process_tree
+from reuseport.kernel.sockets import listeners, listening_inodes, pids_listening
 
 CID = "0123456789abcdef" * 4  # 64 hex
 CID2 = "fedcba9876543210" * 4
@@ -421,10 +418,12 @@ def test_sock_diag_and_proc_text_agree(sockets: list[socket.socket]) -> None:
     for _ in range(2):
         sockets.append(socket.create_connection(("127.0.0.1", port)))
     # The two connections are hashed over the group: count them over all its listeners.
-    assert _wait_for(lambda: sum(e[3] for e in kernel._listening_inodes_diag(port).values()) == 2)
+    assert _wait_for(
+        lambda: sum(e[3] for e in kernel_sockets._listening_inodes_diag(port).values()) == 2
+    )
 
-    via_diag = kernel._listening_inodes_diag(port)
-    via_proc = kernel._listening_inodes_proc(port, "/proc")
+    via_diag = kernel_sockets._listening_inodes_diag(port)
+    via_proc = kernel_sockets._listening_inodes_proc(port, "/proc")
 
     assert via_diag == via_proc
     assert len(via_diag) >= 2
@@ -440,7 +439,7 @@ def test_falls_back_to_proc_text_without_sock_diag(
     def no_netlink(port: int) -> dict[int, tuple[str, str, int, int]]:
         raise PermissionError("sock_diag denied")
 
-    monkeypatch.setattr(kernel, "_listening_inodes_diag", no_netlink)
+    monkeypatch.setattr(kernel_sockets, "_listening_inodes_diag", no_netlink)
     assert set(listening_inodes(port)) == {_inode(server)}
     assert pids_listening(port, [os.getpid()]) == {os.getpid()}
 
@@ -467,13 +466,13 @@ def test_port_sockets_tells_accepted_from_queued_connections(
     accepted = server.accept()[0]
     sockets.append(accepted)
 
-    assert _wait_for(lambda: kernel.port_sockets(port).unaccepted == 2)
-    table = kernel.port_sockets(port)
+    assert _wait_for(lambda: kernel_sockets.port_sockets(port).unaccepted == 2)
+    table = kernel_sockets.port_sockets(port)
     assert table.listeners[_inode(server)].backlog == 77
     assert table.listeners[_inode(server)].accept_queue == 2
     assert table.accepted == {_inode(accepted)}
-    assert _inode(accepted) in kernel.socket_inodes(os.getpid())
-    assert kernel.port_sockets(port, connections=False).accepted == frozenset()
+    assert _inode(accepted) in processes.socket_inodes(os.getpid())
+    assert kernel_sockets.port_sockets(port, connections=False).accepted == frozenset()
 
 
 def test_close_listener_closes_exactly_the_named_member_of_a_reuseport_group(
@@ -485,8 +484,43 @@ def test_close_listener_closes_exactly_the_named_member_of_a_reuseport_group(
     group += [_listen(sockets, port=port) for _ in range(5)]
     victim = group[3]
 
-    assert kernel.close_listener(port, _inode(victim))
+    assert destroy.close_listener(port, _inode(victim))
 
     left = set(listening_inodes(port))
     assert left == {_inode(s) for s in group} - {_inode(victim)}
-    assert kernel.close_listener(port, _inode(victim))  # already gone: nothing to do
+    assert destroy.close_listener(port, _inode(victim))  # already gone: nothing to do
+
+
+def test_socket_fds_names_the_fd_of_each_socket(sockets: list[socket.socket]) -> None:
+    server = _listen(sockets)
+    held = processes.socket_fds(os.getpid())
+    assert held[_inode(server)] == server.fileno()
+    assert set(held) == processes.socket_inodes(os.getpid())
+    assert processes.socket_fds(2**22 + 1) == {}  # no such pid
+
+
+def test_observe_attributes_by_process_tree_and_classes_strangers(
+    procs: list[subprocess.Popen[str]], sockets: list[socket.socket]
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD_LISTENER],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    procs.append(child)
+    assert child.stdout is not None
+    port = int(child.stdout.readline())
+    stranger = _listen(sockets, port=port)  # same uid, same address: it joins the group
+    replica = Replica(CID, "web.1", "web", 1, "running", child.pid, "img", "", "", 0, 0)
+
+    seen = attribution.observe(port, [replica], connections=False)
+    assert set(seen.listening) == {CID} and seen.listening[CID] == child.pid
+    (foreign,) = seen.foreign
+    assert foreign.inode == _inode(stranger) and foreign.pid == os.getpid()
+    assert foreign.kind == "foreign"  # the replicas' uid; its SO_REUSEPORT is not read
+    assert f"pid {os.getpid()} (" in foreign.describe()
+
+    alone = attribution.observe(port, [], connections=False)
+    assert alone.listening == {} and len(alone.foreign) == 2
+    assert {f.kind for f in alone.foreign} == {None}  # no replica listens: no uid to compare

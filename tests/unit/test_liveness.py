@@ -8,7 +8,7 @@ from typing import Any
 from reuseport import liveness
 from reuseport.engine.base import Replica
 from reuseport.health import HealthCheckFailed, HealthChecks
-from reuseport.probe import ReplicaSockets
+from reuseport.kernel.attribution import ReplicaSockets
 from reuseport.spec import HealthPolicy
 from tests.unit.fakes import InlineExecutor
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reuseport import metrics, render, service
 from reuseport.engine.base import Replica
 from reuseport.errors import PortConflict
-from reuseport.probe import ForeignListener, PortObservation, ReplicaSockets
+from reuseport.kernel.attribution import ForeignListener, PortObservation, ReplicaSockets
 from reuseport.spec import BackoffPolicy, HealthPolicy, ServiceSpec
 from reuseport.store import StateStore
 from reuseport.supervisor import Supervisor

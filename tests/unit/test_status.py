@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reuseport.probe import ForeignListener
+from reuseport.kernel.attribution import ForeignListener
 from reuseport.status import (
     IndexStatus,
     ReplicaStatus,

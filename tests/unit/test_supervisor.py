@@ -205,7 +205,7 @@ def test_a_new_template_in_the_store_rolls_out_within_the_surge(
 
 def _hang_supervisor(engine: FakeEngine, tmp_path: Path, sockets: dict) -> Supervisor:
     """A supervisor whose kernel view comes from ``sockets``: id -> (queue, connections)."""
-    from reuseport.probe import PortObservation, ReplicaSockets
+    from reuseport.kernel.attribution import PortObservation, ReplicaSockets
 
     def observe(port: int, replicas: list, **_: object) -> PortObservation:
         found = {}
