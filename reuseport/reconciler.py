@@ -16,7 +16,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from reuseport import controller, judge, liveness
@@ -109,6 +109,7 @@ class Reconciler:
         self._detail_at = float("-inf")
         self._verdicts: dict[str, Verdict] = {}
         self._removals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="remove")
+        self._stopping: set[Future[None]] = set()  # graceful stops in flight
         self.wake: Callable[[], None] = lambda: None  # the loop's: pass again soon
 
     # -- the pass -----------------------------------------------------------------------
@@ -343,12 +344,18 @@ class Reconciler:
         future = self._removals.submit(
             self.engine.stop_replica, action.container_id, self.spec.stop_timeout
         )
-        future.add_done_callback(lambda _: self._drained())
+        self._stopping.add(future)
+        future.add_done_callback(self._drained)
         self.stale = True
 
-    def _drained(self) -> None:
+    def _drained(self, future: Future[None]) -> None:
+        self._stopping.discard(future)
         self.stale = True
         self.wake()
+
+    def finish_removals(self, timeout_s: float | None = None) -> None:
+        """Wait for the graceful stops in flight (teardown; tests replaying histories)."""
+        wait(list(self._stopping), timeout=timeout_s)
 
     def _draining(self, container_id: str) -> bool:
         record = self.records.get(container_id)

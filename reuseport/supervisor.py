@@ -126,7 +126,7 @@ class Supervisor(Reconciler):
                     next_resync = now + self.resync_s
                     self.stale = True
                 try:
-                    if not self._reload_spec():
+                    if not self.follow_spec():
                         return "removed"
                     status = self.reconcile()
                     answered_at = self.clock()
@@ -209,13 +209,14 @@ class Supervisor(Reconciler):
             except queue.Empty:
                 return
 
-    def _reload_spec(self) -> bool:
-        """Follow the desired spec in the store; False once it is gone (`down`). A spec that
-        cannot be read keeps the service running as it is and is reported until fixed."""
+    def follow_spec(self, force: bool = False) -> bool:
+        """Follow the desired spec in the store when it changed (``force``: whatever its
+        mtime says); False once it is gone (`down`). A spec that cannot be read keeps the
+        service running as it is and is reported until fixed."""
         mtime = self.store.spec_mtime(self.spec.name)
         if mtime is None:
             return False
-        if mtime == self._spec_mtime:
+        if mtime == self._spec_mtime and not force:
             return True
         try:
             stored = self.store.load_spec(self.spec.name)

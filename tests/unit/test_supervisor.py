@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,10 +133,9 @@ def test_scale_is_read_from_the_store(engine: FakeEngine, tmp_path: Path) -> Non
     supervisor = make(engine, tmp_path)
     supervisor.bring_up(timeout_s=5)
     supervisor.store.save_spec(SPEC.with_replicas(1))
-    supervisor._spec_mtime = -1  # force the reload regardless of mtime granularity
-    assert supervisor._reload_spec()
+    assert supervisor.follow_spec(force=True)  # whatever the mtime granularity
     supervisor.reconcile()
-    supervisor._removals.shutdown(wait=True)
+    supervisor.finish_removals()
     assert len(engine.stopped) == 2
     assert {r.index for r in engine.running()} == {1}
 
@@ -185,14 +183,12 @@ def test_a_new_template_in_the_store_rolls_out_within_the_surge(
     old_ids = {r.id for r in engine.running()}
     new_spec = replace(SPEC, image="demo:2")
     supervisor.store.save_spec(new_spec)
-    supervisor._spec_mtime = -1
-    assert supervisor._reload_spec()
+    assert supervisor.follow_spec(force=True)
     most = 0
     for _ in range(50):
         supervisor.stale = True
         supervisor.reconcile()
-        supervisor._removals.shutdown(wait=True)  # let graceful stops finish each pass
-        supervisor._removals = ThreadPoolExecutor(max_workers=4)
+        supervisor.finish_removals()  # let graceful stops finish each pass
         most = max(most, len(engine.running()))
         engine.clock.advance(0.1)
     assert {r.image for r in engine.running()} == {"demo:2"}
@@ -236,7 +232,7 @@ def test_a_hung_replica_is_replaced_before_it_is_stopped(
     assert len(engine.created) == 4
     # its successor listens, so it is drained: its listener closed first
     assert supervisor.evicted == [hung.pid]  # type: ignore[attr-defined]
-    supervisor._removals.shutdown(wait=True)
+    supervisor.finish_removals()
     assert hung.id in engine.stopped
     assert supervisor.replacements["hung"] == 1
     assert supervisor.book.slot(1).restarts == 1
@@ -269,7 +265,7 @@ def test_a_failing_health_check_replaces_the_replica(engine: FakeEngine, tmp_pat
     reconcile_for(supervisor, engine, 3.0)
     assert supervisor.replacements["unhealthy"] == 1
     assert len(engine.created) == 4
-    supervisor._removals.shutdown(wait=True)
+    supervisor.finish_removals()
     assert sick.id in engine.stopped  # gracefully: it still served
 
 
@@ -282,8 +278,7 @@ def test_an_unhealthy_replica_that_also_stopped_accepting_has_its_listener_close
     spec = replace(SPEC, health=HealthPolicy(cmd="check", interval=0.5, retries=2, hang_window=60))
     supervisor = _hang_supervisor(engine, tmp_path, sockets)
     supervisor.store.save_spec(spec)
-    supervisor._spec_mtime = 0.0
-    supervisor._reload_spec()  # as the loop does when the stored spec changes
+    supervisor.follow_spec(force=True)  # as the loop does when the stored spec changes
     assert supervisor.health is not None
     supervisor.health.executor = InlineExecutor()  # type: ignore[assignment]
     supervisor.bring_up(timeout_s=5)
@@ -335,10 +330,10 @@ def test_an_unreadable_spec_keeps_the_service_running_and_says_why(
     import os
 
     os.utime(spec_file, (2e9, 2e9))  # a new mtime: the loop reads it again
-    assert supervisor._reload_spec() is True  # still supervising
+    assert supervisor.follow_spec() is True  # still supervising
     status = supervisor.reconcile()
     assert status.ready == 3 and "unreadable" in status.problem
     assert any(m.startswith("PROBLEM: ") for m in supervisor.messages)  # type: ignore[attr-defined]
     supervisor.store.save_spec(SPEC.with_replicas(2))  # fixed: followed again
-    assert supervisor._reload_spec() and supervisor.spec.replicas == 2
+    assert supervisor.follow_spec(force=True) and supervisor.spec.replicas == 2
     assert supervisor.reconcile().problem == ""
