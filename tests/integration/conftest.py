@@ -31,6 +31,14 @@ DEMO_IMAGE = "reuseport-demo:latest"
 TEST_PREFIX = "it-"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs against the real engine: mark it so (`-m "not integration"`)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     try:

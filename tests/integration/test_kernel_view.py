@@ -3,10 +3,14 @@ listener that joins the port is flagged everywhere and never touched."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -161,13 +165,47 @@ def test_a_foreign_listener_is_flagged_in_ps_doctor_and_metrics_and_left_alone(
 def test_top_refreshes_the_kernel_view_until_interrupted(service: Service) -> None:
     result = service.cli(*service.up_args("--detach"))
     assert result.returncode == 0, result.stderr
-    top = service.popen("top", service.name, "--interval", "0.3")
-    time.sleep(2)
-    top.send_signal(signal.SIGINT)
-    out, err = top.communicate(timeout=10)
+    before = service.replica_ids()
+    # A terminal, as a person runs it: rich redraws the table in place on each refresh.
+    primary, secondary = os.openpty()
+    top = subprocess.Popen(
+        [sys.executable, "-m", "reuseport", "top", service.name, "--interval", "0.3"],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+        env=service.env,
+    )
+    os.close(secondary)
+    screen = bytearray()
+
+    def read_for(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if select.select([primary], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):
+                    screen.extend(os.read(primary, 65536))
+
+    try:
+        read_for(1.5)
+        first = bytes(screen)
+        # A replica replaced while top runs: only a later frame can show its successor.
+        service.client.containers.get(before[1]).kill()
+        wait_for(lambda: service.replica_ids().get(1) not in (None, before[1]), timeout=30)
+        successor = service.replica_ids()[1]
+        read_for(2.0)
+        top.send_signal(signal.SIGINT)
+        _, err = top.communicate(timeout=10)
+        read_for(0.2)
+    finally:
+        if top.poll() is None:
+            top.kill()
+        os.close(primary)
+    text = screen.decode(errors="replace")
     assert top.returncode == 0, err
-    assert "CONNS" in out and "QUEUE" in out and "SHARE" in out
-    assert f":{service.port}" in out
+    assert "CONNS" in first.decode(errors="replace") and f":{service.port}" in text
+    assert "QUEUE" in text and "SHARE" in text
+    assert successor[:12] not in first.decode(errors="replace")
+    assert successor[:12] in text  # a later frame, read from the engine and the kernel
 
     missing = service.cli("top", "it-no-such-service")
     assert_one_line_error(missing, "no service named")

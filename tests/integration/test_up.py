@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 
@@ -130,12 +129,13 @@ def test_down_is_graceful_in_flight_requests_finish(service: Service) -> None:
     requests = [threading.Thread(target=slow_request) for _ in range(4)]
     for thread in requests:
         thread.start()
-    # Let the requests reach the replicas (accepted, not just queued) before stopping.
+    # Stop only once the replicas hold all four connections (accepted, not just queued):
+    # the kernel view in `ps` counts an accepted connection by its socket in a replica.
     wait_for(
-        lambda: sum(listener.accept_queue for listener in kernel.listeners(service.port)) == 0,
-        timeout=5,
+        lambda: sum(row["connections"] or 0 for row in service.ps()) >= 4,
+        timeout=15,
+        what="the replicas to accept the four slow requests",
     )
-    time.sleep(0.5)
     down = service.cli("down", service.name)
     for thread in requests:
         thread.join(timeout=30)
