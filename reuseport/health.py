@@ -4,6 +4,10 @@ A request to the shared port may land on any replica, so it cannot check one. Ea
 instead gets a port of its own (``HEALTH_PORT``, no SO_REUSEPORT) answered by that process
 alone, or a command run inside its container. Checks run in worker threads; the loop only
 reads their outcome: passed at least once (ready), and failures in a row (unhealthy).
+
+The pool has a worker per replica (up to ``MAX_WORKERS``, growing when the service is
+scaled), and a check's timeout runs from when a worker starts it: with a fixed small pool,
+checks of healthy replicas queued behind the others and timed out while waiting.
 """
 
 from __future__ import annotations
@@ -58,6 +62,17 @@ def command_check(engine: Engine, policy: HealthPolicy) -> Check:
     return check
 
 
+MAX_WORKERS = 64  # checks at once; an exec or GET mostly waits, so threads are cheap
+
+
+@dataclass
+class Attempt:
+    """One submitted check; ``started_at`` is set by the worker when it really starts, so
+    time spent queued behind other checks never counts against the timeout."""
+
+    started_at: float | None = None
+
+
 @dataclass
 class HealthState:
     passed: bool = False  # passed at least once since the replica started
@@ -66,7 +81,7 @@ class HealthState:
     latency_s: float | None = None  # of the last finished check
     next_at: float = 0.0
     in_flight: Future[None] | None = None
-    started_at: float = 0.0
+    attempt: Attempt | None = None
 
 
 class HealthChecks:
@@ -83,7 +98,13 @@ class HealthChecks:
         self.policy = policy
         self.check = check
         self.clock = clock
-        self.executor = executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
+        # Our own pool grows with the replicas (see _size_pool); an injected one is used as is.
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self.executor: Executor = executor or self._new_pool(1)
+        # Checks given up after their timeout that still occupy a worker (an exec cannot
+        # be cancelled): the pool keeps a worker for each besides one per replica.
+        self._abandoned: set[Future[None]] = set()
         self.on_result = on_result
         self.wake = wake
         self.states: dict[str, HealthState] = {}
@@ -102,12 +123,16 @@ class HealthChecks:
         running = {r.id: r for r in replicas if r.running}
         for container_id in [c for c in self.states if c not in running]:
             del self.states[container_id]
+        self._size_pool(len(running) + len(self._abandoned))
         for container_id, replica in running.items():
             state = self.states.setdefault(container_id, HealthState())
             if state.in_flight is not None:
-                if now - state.started_at > self.policy.timeout + 1.0:
+                started = state.attempt.started_at if state.attempt else None
+                if started is not None and now - started > self.policy.timeout + 1.0:
                     # An exec cannot be cancelled: give up on it and count a failure.
-                    state.in_flight = None
+                    self._abandoned.add(state.in_flight)
+                    state.in_flight.add_done_callback(self._abandoned.discard)
+                    state.in_flight = state.attempt = None
                     self._record(
                         state, self.policy.timeout, f"timed out after {self.policy.timeout:g}s"
                     )
@@ -115,22 +140,43 @@ class HealthChecks:
             if now >= state.next_at:
                 self._start(container_id, replica, state, now)
 
-    def _start(self, container_id: str, replica: Replica, state: HealthState, now: float) -> None:
-        state.started_at = now
-        state.next_at = now + self.policy.interval
-        future = self.executor.submit(self.check, replica)
-        state.in_flight = future
-        future.add_done_callback(lambda done: self._finished(container_id, done, now))
+    def _size_pool(self, wanted: int) -> None:
+        """Grow our own pool to one worker per check that may run at once (bounded), so a
+        check never waits for a worker behind the other replicas' checks."""
+        size = min(max(wanted, 1), MAX_WORKERS)
+        if self._pool is None or self.executor is not self._pool or size <= self._pool_size:
+            return
+        old = self._pool
+        self.executor = self._new_pool(size)
+        old.shutdown(wait=False)  # what it already runs or queued still finishes
 
-    def _finished(self, container_id: str, future: Future[None], started: float) -> None:
+    def _new_pool(self, size: int) -> ThreadPoolExecutor:
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="health")
+        self._pool_size = size
+        return self._pool
+
+    def _start(self, container_id: str, replica: Replica, state: HealthState, now: float) -> None:
+        state.next_at = now + self.policy.interval
+        attempt = state.attempt = Attempt()
+        future = self.executor.submit(self._run, attempt, replica)
+        state.in_flight = future
+        future.add_done_callback(lambda done: self._finished(container_id, done, attempt))
+
+    def _run(self, attempt: Attempt, replica: Replica) -> None:
+        with self._lock:
+            attempt.started_at = self.clock()
+        self.check(replica)
+
+    def _finished(self, container_id: str, future: Future[None], attempt: Attempt) -> None:
         with self._lock:
             state = self.states.get(container_id)
             if state is None or state.in_flight is not future:
                 return  # gone, or given up on after its timeout
-            state.in_flight = None
+            state.in_flight = state.attempt = None
             exc = None if future.cancelled() else future.exception()
             error = "" if exc is None else str(exc) or type(exc).__name__
-            self._record(state, self.clock() - started, error)
+            started = attempt.started_at
+            self._record(state, 0.0 if started is None else self.clock() - started, error)
         self.wake()
 
     def _record(self, state: HealthState, seconds: float, error: str) -> None:
@@ -161,3 +207,5 @@ class HealthChecks:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None and self._pool is not self.executor:
+            self._pool.shutdown(wait=False, cancel_futures=True)

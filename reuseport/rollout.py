@@ -28,7 +28,7 @@ from reuseport.errors import (
     UidMismatch,
 )
 from reuseport.kernel import attribution, ports
-from reuseport.spec import RolloutPolicy, ServiceSpec
+from reuseport.spec import RolloutPolicy, ServiceSpec, redact_value
 from reuseport.store import StateStore
 
 POLL_S = 0.2
@@ -53,14 +53,23 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def history(store: StateStore, name: str) -> list[dict[str, Any]]:
+def history(store: StateStore, name: str, reveal: bool = False) -> list[dict[str, Any]]:
+    """The service's revisions, oldest first. Each ``env`` value is masked as its digest
+    (``sha256:...``: equal values stay comparable) unless ``reveal``; the copies returned
+    keep ``spec`` whole, which `rollout --undo` rebuilds the previous spec from: never
+    print it."""
     revisions = store.load_history(name)
     if not revisions:
         spec = store.load_spec(name)
         if spec is None:
             raise ServiceNotFound(f"no service named {name!r} is up (see `reuseport ps`)")
         revisions = [_revision(1, spec, "deployed")]
-    return revisions
+    if reveal:
+        return revisions
+    return [
+        {**revision, "env": [[key, redact_value(value)] for key, value in revision.get("env", [])]}
+        for revision in revisions
+    ]
 
 
 def _revision(number: int, spec: ServiceSpec, result: str) -> dict[str, Any]:
@@ -232,8 +241,10 @@ class _DeathWatch:
                     or attributes.get(labels.SPEC_HASH) != self.spec_hash
                 ):
                     continue
-                if attributes.get(labels.ROLE) != labels.ROLE_REPLICA:
-                    continue
+                if attributes.get(labels.ROLE) != labels.ROLE_REPLICA or not labels.is_owned(
+                    attributes, str(attributes.get("name", ""))
+                ):
+                    continue  # a supervisor, or a container run from a committed replica
                 code = attributes.get("exitCode", "?")
                 # Read at once: the supervisor removes a dead replica right after replacing it.
                 tail = self.engine.last_log_lines(str((event.get("Actor") or {}).get("ID", "")), 3)

@@ -154,8 +154,11 @@ def _refuse_other_spec(spec: ServiceSpec, existing: list[Replica]) -> None:
     for replica in existing:
         if replica.spec_hash == spec.spec_hash():
             continue
+        # The label carries a redacted spec (env values as digests): compare like with like,
+        # so the message names what differs and never shows a value.
         try:
-            diff = differences(ServiceSpec.from_json(replica.spec_json), spec)
+            running = ServiceSpec.from_json(replica.spec_json).redacted()
+            diff = differences(running, spec.redacted()) or ["a value the labels do not show"]
         except ReuseportError:
             diff = ["the running replicas carry an unreadable spec"]
         raise SpecConflict(

@@ -13,15 +13,20 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from reuseport.errors import InvalidSpec
 
 MIN_REPLICAS = 1
 MAX_REPLICAS = 256
+MIN_HANG_WINDOW_S = 1.0
+MIN_HEALTH_INTERVAL_S = 0.5
+MIN_BACKOFF_S = 0.1
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _USER_RE = re.compile(r"^([a-z_][a-z0-9_-]*|\d+)(:([a-z_][a-z0-9_-]*|\d+))?$")
 # Variables the tool sets itself; letting -e override them would break the contract.
+_REDACTED_RE = re.compile(r"^sha256:[0-9a-f]{12}$")
 RESERVED_ENV = frozenset({"PORT", "REPLICA", "HEALTH_PORT"})
 TEMPLATE_FIELDS = ("image", "port", "env", "user", "health_port_base")
 
@@ -37,9 +42,11 @@ class BackoffPolicy:
     reset_after: float = 10.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.initial <= self.maximum:
+        # Below 0.1 s a crash loop turns into a hot loop against the engine.
+        if not MIN_BACKOFF_S <= self.initial <= self.maximum:
             raise InvalidSpec(
-                f"backoff must satisfy 0 < initial ({self.initial}) <= maximum ({self.maximum})"
+                f"backoff must satisfy {MIN_BACKOFF_S:g} <= --backoff-initial ({self.initial:g}) "
+                f"<= --backoff-max ({self.maximum:g})"
             )
         if self.reset_after <= 0:
             raise InvalidSpec(f"backoff reset must be > 0 seconds, got {self.reset_after}")
@@ -90,12 +97,15 @@ class HealthPolicy:
     def __post_init__(self) -> None:
         if self.start_timeout < 1:
             raise InvalidSpec(f"--start-timeout must be >= 1 second, got {self.start_timeout:g}")
-        if self.hang_window < 0:
-            raise InvalidSpec(f"--hang-window must be >= 0 seconds, got {self.hang_window:g}")
-        if self.port_base is not None and not 1 <= self.port_base <= 65535 - 2 * MAX_REPLICAS:
+        # A window under a second calls a replica hung between two kernel readings.
+        if self.hang_window != 0 and not self.hang_window >= MIN_HANG_WINDOW_S:
             raise InvalidSpec(
-                f"--health-port-base must be between 1 and {65535 - 2 * MAX_REPLICAS}, "
-                f"got {self.port_base}"
+                f"--hang-window must be 0 (off) or >= {MIN_HANG_WINDOW_S:g} second, "
+                f"got {self.hang_window:g}"
+            )
+        if self.port_base is not None and not 1 <= self.port_base <= 65534:
+            raise InvalidSpec(
+                f"--health-port-base must be between 1 and 65534, got {self.port_base}"
             )
         if self.port_base is not None and self.cmd is not None:
             raise InvalidSpec("choose one of --health-port-base and --health-cmd")
@@ -103,14 +113,31 @@ class HealthPolicy:
             raise InvalidSpec("--health-cmd must not be empty")
         if not self.path.startswith("/"):
             raise InvalidSpec(f"--health-path must start with '/', got {self.path!r}")
-        if self.interval <= 0 or self.timeout <= 0:
-            raise InvalidSpec("--health-interval and --health-timeout must be > 0 seconds")
+        if not self.interval >= MIN_HEALTH_INTERVAL_S:
+            raise InvalidSpec(
+                f"--health-interval must be >= {MIN_HEALTH_INTERVAL_S:g} seconds, "
+                f"got {self.interval:g}"
+            )
+        # A check still running when the next is due would only pile up behind itself.
+        if not 0 < self.timeout <= self.interval:
+            raise InvalidSpec(
+                f"--health-timeout must be > 0 and <= --health-interval ({self.interval:g}), "
+                f"got {self.timeout:g}"
+            )
         if self.retries < 1:
             raise InvalidSpec(f"--health-retries must be >= 1, got {self.retries}")
 
     @property
     def app_check(self) -> bool:
         return self.port_base is not None or self.cmd is not None
+
+    def port_range(self, replicas: int, max_surge: int) -> range:
+        """Every HEALTH_PORT replicas may get: ``base + i`` for each index, plus one for a
+        successor started beside each replica (replace before stop) and the rollout surge.
+        Empty without a health port."""
+        if self.port_base is None:
+            return range(0)
+        return range(self.port_base + 1, self.port_base + 2 * replicas + max_surge + 1)
 
 
 @dataclass(frozen=True)
@@ -145,23 +172,36 @@ class ServiceSpec:
             )
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise InvalidSpec(f"--metrics-port {self.metrics_port} is the service's own port")
-        base = self.health.port_base
-        if base is not None:
-            # Replica i gets base + i; successors started beside running replicas take the
-            # ports above base + replicas: keep the service's own ports out of that range.
-            top = base + 2 * self.replicas + self.rollout.max_surge
-            for what, taken in (("--port", self.port), ("--metrics-port", self.metrics_port)):
-                if taken is not None and base < taken <= top:
-                    raise InvalidSpec(
-                        f"{what} {taken} falls among the health ports {base + 1}-{top} "
-                        f"(--health-port-base {base})"
-                    )
+        self._check_health_ports()
         for key, _ in self.env:
             if key in RESERVED_ENV:
                 raise InvalidSpec(f"-e {key}=... is reserved: reuseport sets {key} itself")
 
+    def _check_health_ports(self) -> None:
+        ports = self.health.port_range(self.replicas, self.rollout.max_surge)
+        if not ports:
+            return
+        base, top = self.health.port_base, ports[-1]
+        if top > 65535:
+            raise InvalidSpec(
+                f"--health-port-base {base} leaves no room: {self.replicas} replicas need "
+                f"health ports {ports[0]}-{top}, past 65535"
+            )
+        for what, taken in (("--port", self.port), ("--metrics-port", self.metrics_port)):
+            if taken is not None and taken in ports:
+                raise InvalidSpec(
+                    f"{what} {taken} falls among the health ports {ports[0]}-{top} "
+                    f"(--health-port-base {base})"
+                )
+
     def with_replicas(self, replicas: int) -> ServiceSpec:
         return replace(self, replicas=replicas)
+
+    def redacted(self) -> ServiceSpec:
+        """This spec with every env value replaced by its digest (``redact_value``): what
+        may be shown where secrets must not be (container labels, hence `docker events`).
+        Its spec_hash() is not the real spec's; compare redacted with redacted."""
+        return replace(self, env=tuple((key, redact_value(value)) for key, value in self.env))
 
     def replica_env(self, index: int, health_port: int | None = None) -> dict[str, str]:
         env = dict(self.env)
@@ -198,12 +238,37 @@ class ServiceSpec:
             known = {f.name for f in fields(cls)}
             data = {key: value for key, value in data.items() if key in known}
             data["env"] = tuple(tuple(pair) for pair in data.get("env", ()))
-            data["backoff"] = BackoffPolicy(**data.get("backoff", {}))
+            data["backoff"] = BackoffPolicy(**_raised_backoff(data.get("backoff", {})))
             data["rollout"] = RolloutPolicy(**data.get("rollout", {}))
-            data["health"] = HealthPolicy(**data.get("health", {}))
+            data["health"] = HealthPolicy(**_raised_health(data.get("health", {})))
             return cls(**data)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InvalidSpec(f"stored spec is unreadable: {exc}") from exc
+
+
+# Stored specs (state files, labels, history) may predate the lower bounds: read a value
+# below one as the bound itself, so an upgrade never turns a running service unreadable.
+def _raised_health(values: dict[str, Any]) -> dict[str, Any]:
+    raised = dict(values)
+    hang, interval, timeout = (raised.get(k) for k in ("hang_window", "interval", "timeout"))
+    if isinstance(hang, int | float) and 0 < hang < MIN_HANG_WINDOW_S:
+        raised["hang_window"] = MIN_HANG_WINDOW_S
+    if isinstance(interval, int | float) and 0 < interval < MIN_HEALTH_INTERVAL_S:
+        raised["interval"] = interval = MIN_HEALTH_INTERVAL_S
+    interval = interval if isinstance(interval, int | float) else HealthPolicy.interval
+    if isinstance(timeout, int | float) and timeout > interval:
+        raised["timeout"] = interval
+    return raised
+
+
+def _raised_backoff(values: dict[str, Any]) -> dict[str, Any]:
+    raised = dict(values)
+    initial, maximum = raised.get("initial"), raised.get("maximum")
+    if isinstance(initial, int | float) and 0 < initial < MIN_BACKOFF_S:
+        raised["initial"] = MIN_BACKOFF_S
+        if isinstance(maximum, int | float) and maximum < MIN_BACKOFF_S:
+            raised["maximum"] = MIN_BACKOFF_S
+    return raised
 
 
 def validate_name(name: str) -> str:
@@ -244,19 +309,34 @@ def default_name(image: str) -> str:
     return validate_name(repo)
 
 
+def redact_value(value: str) -> str:
+    """``sha256:`` and 12 hex digits of ``value``: equal values stay equal, the value does not
+    show. Idempotent (a digest stays as it is), so redacting a redacted spec changes nothing."""
+    if _REDACTED_RE.match(value):
+        return value
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
 def differences(running: ServiceSpec, wanted: ServiceSpec) -> list[str]:
-    """Human-readable template differences, e.g. ``image: a:1 -> a:2``."""
+    """Human-readable template differences, e.g. ``image: a:1 -> a:2``. Environment
+    variables are named, never their values (they may be secrets): ``env DB_PASSWORD
+    differs``, ``env MODE added``, ``env DEBUG removed``."""
     old, new = running.template(), wanted.template()
-    return [
-        f"{key}: {_show(old.get(key))} -> {_show(new.get(key))}"
-        for key in TEMPLATE_FIELDS
-        if old.get(key) != new.get(key)
-    ]
+    found = []
+    for key in TEMPLATE_FIELDS:
+        if key == "env":
+            found += _env_differences(dict(running.env), dict(wanted.env))
+        elif old.get(key) != new.get(key):
+            found.append(f"{key}: {_show(old.get(key))} -> {_show(new.get(key))}")
+    return found
+
+
+def _env_differences(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    changes = {key: "added" for key in new.keys() - old.keys()}
+    changes.update({key: "removed" for key in old.keys() - new.keys()})
+    changes.update({key: "differs" for key in old.keys() & new.keys() if old[key] != new[key]})
+    return [f"env {key} {change}" for key, change in sorted(changes.items())]
 
 
 def _show(value: object) -> str:
-    if value is None:
-        return "(image default)"
-    if isinstance(value, list):
-        return " ".join(f"{k}={v}" for k, v in value) or "(none)"
-    return str(value)
+    return "(image default)" if value is None else str(value)

@@ -53,6 +53,8 @@ DIR_MODE = 0o700
 PROBE_GRACE_S = 0.2
 
 log = logging.getLogger(__name__)
+# Leases this process holds, by file path: forget() may remove those files (see there).
+_held_here: dict[str, Lease] = {}
 
 
 def default_state_dir() -> Path:
@@ -77,6 +79,8 @@ class Lease:
         later acquirers lock two different inodes."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            if _held_here.get(str(self.path)) is self:
+                del _held_here[str(self.path)]
             os.close(fd)  # closing the only fd of the open file drops the flock
 
     def __enter__(self) -> Lease:
@@ -175,14 +179,18 @@ class StateStore:
 
     def forget(self, name: str) -> None:
         """Remove every file of the service. The spec goes under NAME.lock (a writer that
-        read it before cannot bring it back). NAME.lease is removed only when nobody holds
-        it: a held lease stays, so the next acquirer meets the holder's lock on the same
-        inode, and a holder never notices (its lock lives on its fd, not the name)."""
+        read it before cannot bring it back). NAME.lease is removed when it is free or held
+        by this process (which is removing its own service); a lease another process holds
+        stays, so the next acquirer still meets the holder's lock on the same inode. Either
+        way a holder never notices: its lock lives on its fd, not on the name."""
         with self._spec_lock(name):
             for kind in ("spec", "status", "history"):
                 self._path(name, kind).unlink(missing_ok=True)
             self._guard_path(name, "lock").unlink(missing_ok=True)  # held by us: safe
         lease_path = self._guard_path(name, "lease")
+        if str(lease_path) in _held_here:
+            lease_path.unlink(missing_ok=True)
+            return
         with contextlib.suppress(OSError):
             fd = _open_locked(lease_path, fcntl.LOCK_EX | fcntl.LOCK_NB, create=False)
             lease_path.unlink(missing_ok=True)
@@ -220,7 +228,8 @@ class StateStore:
         except OSError as exc:
             os.close(fd)
             raise ReuseportError(f"cannot write {path}: {exc.strerror}") from exc
-        return Lease(path, fd, owner)
+        lease = _held_here[str(path)] = Lease(path, fd, owner)
+        return lease
 
     def lease_owner(self, name: str) -> str | None:
         """Who holds the service's lease, or None when nobody does. Probes with a shared

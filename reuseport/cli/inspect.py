@@ -96,10 +96,13 @@ def logs(
 def history(
     name: Annotated[str, typer.Argument(help="Service whose revisions to list.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    show_env: Annotated[
+        bool, typer.Option("--show-env", help="Show env values (masked as digests by default).")
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
     """List the service's revisions: image, environment, time and result."""
-    revisions = rollouts.history(store_at(state_dir), validate_name(name))
+    revisions = rollouts.history(store_at(state_dir), validate_name(name), reveal=show_env)
     if as_json:
         print(
             json.dumps([{k: v for k, v in r.items() if k != "spec"} for r in revisions], indent=2)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import secrets
 import tarfile
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -30,6 +29,7 @@ from reuseport.spec import ServiceSpec
 P = ParamSpec("P")
 T = TypeVar("T")
 DEFAULT_SOCKET = "/var/run/docker.sock"
+SUPERVISOR_SOCKET_DIR = "/run/reuseport-engine"  # inside the supervisor container
 START_HINT = "start one with `scripts/ensure-docker` (or `systemctl start docker`)"
 
 
@@ -137,7 +137,7 @@ class DockerEngine:
         found = []
         for summary in self._list(service, labels.ROLE_REPLICA):
             data = self._inspect(summary["Id"])
-            if data is not None and labels.is_owned(data["Config"].get("Labels")):
+            if data is not None and labels.is_owned(data["Config"].get("Labels"), data["Name"]):
                 found.append(_replica(data))
         return sorted(found, key=lambda r: (r.service, r.index, r.started_at or 0.0))
 
@@ -148,15 +148,23 @@ class DockerEngine:
         host_config = self._api.create_host_config(
             network_mode="host", init=True, restart_policy={"Name": "no"}
         )
-        name = f"{spec.name}.{index}.{secrets.token_hex(3)}"
+        nonce = labels.new_nonce()
+        # The label spec is redacted: labels show in every `docker events` record.
+        replica_labels = labels.replica_labels(
+            spec.name,
+            index,
+            spec.spec_hash(),
+            spec.redacted().to_json(),
+            restarts,
+            nonce,
+            health_port,
+        )
         try:
             container = self._api.create_container(
                 spec.image,
-                name=name,
+                name=labels.replica_name(spec.name, index, nonce),
                 environment=spec.replica_env(index, health_port),
-                labels=labels.replica_labels(
-                    spec.name, index, spec.spec_hash(), spec.to_json(), restarts, health_port
-                ),
+                labels=replica_labels,
                 user=spec.user or "",
                 host_config=host_config,
                 stop_timeout=spec.stop_timeout,
@@ -251,6 +259,8 @@ class DockerEngine:
     def supervisors(self, service: str | None = None) -> list[SupervisorInfo]:
         found = []
         for summary in self._list(service, labels.ROLE_SUPERVISOR):
+            if not labels.is_owned(summary.get("Labels"), (summary.get("Names") or [""])[0]):
+                continue
             found.append(
                 SupervisorInfo(
                     id=summary["Id"],
@@ -263,7 +273,8 @@ class DockerEngine:
 
     @_translated
     def start_supervisor(self, spec: ServiceSpec, image: str, state_dir: str) -> str:
-        socket = _socket_path()
+        socket_mount, docker_host = supervisor_socket_mount(_socket_path())
+        nonce = labels.new_nonce()
         host_config = self._api.create_host_config(
             network_mode="host",
             # The host pid namespace lets the supervisor map listening sockets to replicas'
@@ -273,18 +284,16 @@ class DockerEngine:
             cap_add=["SYS_PTRACE", "NET_ADMIN"],
             init=True,
             restart_policy={"Name": "unless-stopped"},
-            binds={
-                socket: {"bind": socket, "mode": "rw"},
-                state_dir: {"bind": state_dir, "mode": "rw"},
-            },
+            binds={state_dir: {"bind": state_dir, "mode": "rw"}},
+            mounts=[socket_mount],
         )
         try:
             container = self._api.create_container(
                 image,
-                name=f"reuseport-supervisor.{spec.name}.{secrets.token_hex(3)}",
+                name=labels.supervisor_name(spec.name, nonce),
                 command=["supervise", spec.name, "--state-dir", state_dir],
-                environment={"DOCKER_HOST": f"unix://{socket}"},
-                labels=labels.supervisor_labels(spec.name, spec.spec_hash()),
+                environment={"DOCKER_HOST": docker_host},
+                labels=labels.supervisor_labels(spec.name, spec.spec_hash(), nonce),
                 host_config=host_config,
                 stop_timeout=5,
             )
@@ -332,6 +341,25 @@ class DockerEngine:
 def _socket_path() -> str:
     host = os.environ.get("DOCKER_HOST", "")
     return host.removeprefix("unix://") if host.startswith("unix://") else DEFAULT_SOCKET
+
+
+def supervisor_socket_mount(host_socket: str) -> tuple[dict[str, Any], str]:
+    """The mount that gives the supervisor container the engine, and its DOCKER_HOST.
+
+    The socket's DIRECTORY is mounted, not the socket file: a dockerd restart (with
+    live-restore the supervisor keeps running) re-creates the socket, and a file mount would
+    keep the old inode and be refused forever. Non-recursive, so the other mounts under it
+    (e.g. /run/docker/netns/*) are not copied into the container and pinned there.
+    """
+    real = os.path.realpath(host_socket)
+    mount = {
+        "Type": "bind",
+        "Source": os.path.dirname(real),
+        "Target": SUPERVISOR_SOCKET_DIR,
+        "ReadOnly": False,
+        "BindOptions": {"NonRecursive": True},
+    }
+    return mount, f"unix://{SUPERVISOR_SOCKET_DIR}/{os.path.basename(real)}"
 
 
 def _replica(data: dict) -> Replica:

@@ -61,7 +61,7 @@ def test_different_spec_is_refused_with_the_differences(service: Service) -> Non
     before = service.replica_ids()
     result = service.cli(*service.up_args("--detach", "-e", "MODE=fast", replicas=2))
     assert_one_line_error(
-        result, "different spec", "env: (none) -> MODE=fast", f"reuseport down {service.name}"
+        result, "different spec", "env MODE added", f"reuseport down {service.name}"
     )
     result = service.cli(*service.up_args("--detach", replicas=2, image="reuseport-demo:v2"))
     assert_one_line_error(result, "image: reuseport-demo:latest -> reuseport-demo:v2")

@@ -181,7 +181,16 @@ def test_an_unhealthy_replica_is_replaced_before_it_is_stopped_with_no_failed_re
     service: Service, tmp_path: Path
 ) -> None:
     base = _free_range(9)
-    extra = ("--health-port-base", str(base), "--health-interval", "0.5", "--health-retries", "2")
+    extra = (
+        "--health-port-base",
+        str(base),
+        "--health-interval",
+        "0.5",
+        "--health-timeout",
+        "0.5",
+        "--health-retries",
+        "2",
+    )
 
     def unhealthy(pid: int) -> None:
         os.kill(pid, signal.SIGUSR1)  # the demo app's /healthz now answers 503
@@ -270,6 +279,8 @@ def test_a_failing_health_command_replaces_the_replica(service: Service) -> None
         "--health-cmd",
         "test ! -e /tmp/sick",
         "--health-interval",
+        "0.5",
+        "--health-timeout",
         "0.5",
         "--health-retries",
         "2",

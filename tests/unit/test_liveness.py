@@ -106,6 +106,7 @@ def test_a_check_that_never_returns_counts_as_failed_after_its_timeout() -> None
 
     class Stuck(InlineExecutor):
         def submit(self, fn: Any, *args: Any) -> Future[None]:
+            fn(*args)  # the check starts (the timeout runs from here) but never returns
             return never
 
     checks = HealthChecks(

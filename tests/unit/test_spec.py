@@ -1,7 +1,18 @@
+import re
+from dataclasses import replace
+
 import pytest
 
 from reuseport.errors import InvalidSpec
-from reuseport.spec import BackoffPolicy, ServiceSpec, default_name, differences, parse_env
+from reuseport.spec import (
+    BackoffPolicy,
+    HealthPolicy,
+    ServiceSpec,
+    default_name,
+    differences,
+    parse_env,
+    redact_value,
+)
 
 
 def make(**overrides: object) -> ServiceSpec:
@@ -93,7 +104,16 @@ def test_json_round_trip() -> None:
 
 def test_differences_name_each_changed_field() -> None:
     diff = differences(make(), make(image="reuseport-demo:v2", env=(("A", "1"),)))
-    assert diff == ["image: reuseport-demo:latest -> reuseport-demo:v2", "env: (none) -> A=1"]
+    assert diff == ["image: reuseport-demo:latest -> reuseport-demo:v2", "env A added"]
+
+
+def test_env_differences_name_the_variables_never_their_values() -> None:
+    running = make(env=(("DB_PASSWORD", "hunter2"), ("DEBUG", "1")))
+    wanted = make(env=(("DB_PASSWORD", "s3cret"), ("MODE", "fast")))
+    diff = differences(running, wanted)
+    assert diff == ["env DB_PASSWORD differs", "env DEBUG removed", "env MODE added"]
+    assert differences(running.redacted(), wanted.redacted()) == diff
+    assert not any(secret in "".join(diff) for secret in ("hunter2", "s3cret", "fast"))
 
 
 def test_replica_env_carries_port_and_index() -> None:
@@ -137,3 +157,87 @@ def test_health_ports_must_not_cover_the_service_or_metrics_port() -> None:
         ]
         == "9001"
     )
+
+
+def test_redacted_spec_keeps_everything_but_env_values() -> None:
+    spec = make(env=(("DB_PASSWORD", "hunter2"), ("EMPTY", "")), replicas=3, user="1000")
+    redacted = spec.redacted()
+    assert "hunter2" not in redacted.to_json()
+    assert dict(redacted.env)["DB_PASSWORD"] == redact_value("hunter2")
+    assert redact_value("hunter2").startswith("sha256:") and len(redact_value("hunter2")) == 19
+    assert redact_value("hunter2") != redact_value("hunter3")
+    assert replace(redacted, env=spec.env) == spec
+    assert redacted.redacted() == redacted  # idempotent: a label spec can be redacted again
+    assert spec.spec_hash() == make(env=spec.env, replicas=3, user="1000").spec_hash()
+    assert redacted.spec_hash() != spec.spec_hash()
+    assert ServiceSpec.from_json(redacted.to_json()) == redacted
+
+
+@pytest.mark.parametrize(
+    ("health", "fragment"),
+    [
+        ({"hang_window": 0.5}, "--hang-window must be 0 (off) or >= 1 second, got 0.5"),
+        ({"hang_window": -1}, "--hang-window must be 0 (off)"),
+        ({"interval": 0.2, "timeout": 0.1}, "--health-interval must be >= 0.5 seconds, got 0.2"),
+        ({"timeout": 0}, "--health-timeout must be > 0 and <= --health-interval (2), got 0"),
+        ({"interval": 1, "timeout": 1.5}, "--health-timeout must be > 0 and <= --health-interval"),
+        ({"port_base": 0}, "--health-port-base must be between 1 and 65534, got 0"),
+    ],
+)
+def test_health_lower_bounds_are_one_line_errors(health: dict, fragment: str) -> None:
+    with pytest.raises(InvalidSpec, match=re.escape(fragment)) as raised:
+        HealthPolicy(**health)
+    assert "\n" not in str(raised.value) and raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "health", [{"hang_window": 0}, {"hang_window": 1}, {"interval": 0.5, "timeout": 0.5}]
+)
+def test_health_bounds_are_inclusive(health: dict) -> None:
+    HealthPolicy(**health)
+
+
+@pytest.mark.parametrize(
+    ("initial", "maximum", "fragment"),
+    [
+        (0.05, 1, "0.1 <= --backoff-initial (0.05) <= --backoff-max (1)"),
+        (5, 1, "--backoff-initial (5) <= --backoff-max (1)"),
+    ],
+)
+def test_backoff_bounds(initial: float, maximum: float, fragment: str) -> None:
+    with pytest.raises(InvalidSpec, match=re.escape(fragment)):
+        BackoffPolicy(initial=initial, maximum=maximum)
+    BackoffPolicy(initial=0.1, maximum=0.1)
+
+
+def test_port_range_covers_every_index_a_successor_each_and_the_surge() -> None:
+    assert HealthPolicy(port_base=9000).port_range(4, 1) == range(9001, 9010)
+    assert HealthPolicy(port_base=9000).port_range(1, 0) == range(9001, 9003)
+    assert not HealthPolicy().port_range(4, 1)
+
+
+def test_health_ports_past_65535_are_refused_also_when_scaling() -> None:
+    spec = ServiceSpec("s", "img", replicas=2, port=80, health=HealthPolicy(port_base=65530))
+    assert spec.health.port_range(2, 1)[-1] == 65535
+    with pytest.raises(InvalidSpec, match="leaves no room: 3 replicas need health ports"):
+        spec.with_replicas(3)
+
+
+def test_stored_specs_from_before_the_lower_bounds_read_at_the_bounds() -> None:
+    import json
+
+    data = json.loads(make().to_json())
+    data["health"].update(hang_window=0.5, interval=0.2, timeout=1.0)
+    data["backoff"].update(initial=0.01, maximum=0.05)
+    spec = ServiceSpec.from_json(json.dumps(data))
+    assert (spec.health.hang_window, spec.health.interval, spec.health.timeout) == (1, 0.5, 0.5)
+    assert (spec.backoff.initial, spec.backoff.maximum) == (0.1, 0.1)
+    data["health"].update(hang_window=0, interval=0.5, timeout=1.0)  # the old CLI default
+    spec = ServiceSpec.from_json(json.dumps(data))
+    assert (spec.health.hang_window, spec.health.timeout) == (0, 0.5)
+
+
+@pytest.mark.parametrize("text", ["[]", '"x"', '{"name": "s"}', '{"name": "s", "image": "i", '])
+def test_unreadable_json_is_invalid_spec(text: str) -> None:
+    with pytest.raises(InvalidSpec):
+        ServiceSpec.from_json(text)

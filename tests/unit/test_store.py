@@ -1,3 +1,4 @@
+import contextlib
 import fcntl
 import json
 import os
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,22 +149,29 @@ def test_lease_is_exclusive_names_its_holder_and_frees_on_release(tmp_path: Path
     assert not second.held
 
 
-def test_lease_is_released_when_its_holder_dies(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def held_by_child(root: Path, owner: str) -> Iterator[None]:
+    """Another process holding the lease (as a detached supervisor would)."""
     code = (
         "import sys, time; from pathlib import Path; from reuseport.store import StateStore;"
-        f"StateStore(Path({str(tmp_path)!r})).acquire_lease('demo', 'child');"
+        f"StateStore(Path({str(root)!r})).acquire_lease('demo', {owner!r});"
         "print('held', flush=True); time.sleep(60)"
     )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "held"
-        store = StateStore(tmp_path)
-        assert store.lease_owner("demo") == "child"
-        with pytest.raises(SupervisorConflict, match="by child"):
-            store.acquire_lease("demo", "parent")
+        yield
     finally:
         child.kill()
         child.wait()
+
+
+def test_lease_is_released_when_its_holder_dies(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with held_by_child(tmp_path, "child"):
+        assert store.lease_owner("demo") == "child"
+        with pytest.raises(SupervisorConflict, match="by child"):
+            store.acquire_lease("demo", "parent")
     assert store.lease_owner("demo") is None
     store.acquire_lease("demo", "parent").release()
 
@@ -177,16 +186,27 @@ def test_a_probe_does_not_make_an_acquire_fail(tmp_path: Path) -> None:
     store.acquire_lease("demo", "second").release()
 
 
-def test_forget_keeps_a_held_lease_so_the_next_acquirer_still_meets_it(tmp_path: Path) -> None:
+def test_forget_keeps_a_lease_held_elsewhere_so_the_next_acquirer_still_meets_it(
+    tmp_path: Path,
+) -> None:
     store = StateStore(tmp_path)
     store.save_spec(SPEC)
-    lease = store.acquire_lease("demo", "supervisor")
-    store.forget("demo")
-    assert [p.name for p in tmp_path.iterdir()] == ["demo.lease"]
-    with pytest.raises(SupervisorConflict):
-        store.acquire_lease("demo", "second")
+    with held_by_child(tmp_path, "supervisor"):
+        store.forget("demo")
+        assert [p.name for p in tmp_path.iterdir()] == ["demo.lease"]
+        with pytest.raises(SupervisorConflict):
+            store.acquire_lease("demo", "second")
+    store.forget("demo")  # free now: removed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_forget_by_the_lease_holder_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save_spec(SPEC)
+    lease = store.acquire_lease("demo", "foreground pid 1")
+    StateStore(tmp_path).forget("demo")  # e.g. a failed `up` removing what it created
+    assert list(tmp_path.iterdir()) == []
     lease.release()
-    store.forget("demo")
     assert list(tmp_path.iterdir()) == []
 
 

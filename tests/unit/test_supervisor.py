@@ -275,7 +275,9 @@ def test_an_unhealthy_replica_that_also_stopped_accepting_has_its_listener_close
     from reuseport.spec import HealthPolicy
 
     sockets: dict = {}
-    spec = replace(SPEC, health=HealthPolicy(cmd="check", interval=0.5, retries=2, hang_window=60))
+    spec = replace(
+        SPEC, health=HealthPolicy(cmd="check", interval=0.5, timeout=0.5, retries=2, hang_window=60)
+    )
     supervisor = _hang_supervisor(engine, tmp_path, sockets)
     supervisor.store.save_spec(spec)
     supervisor.follow_spec(force=True)  # as the loop does when the stored spec changes
