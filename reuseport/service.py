@@ -98,6 +98,18 @@ def start(
         return Started(None, adopted)
     # Exactly one supervisor per service: two `up` at once meet here.
     lease = store.acquire_lease(spec.name, f"`reuseport up` (pid {os.getpid()})")
+    if live_supervisors(engine, spec.name):
+        # Another `up -d` finished between our look and our lease: it supervises now.
+        lease.release()
+        return start(
+            spec,
+            engine,
+            store,
+            detach=detach,
+            ready_timeout_s=ready_timeout_s,
+            notify=notify,
+            progress=progress,
+        )
     try:
         for stale in engine.supervisors(spec.name):  # exited supervisors of an earlier run
             engine.remove_supervisor(stale.id, timeout=0)

@@ -104,8 +104,12 @@ def up(
         float, typer.Option("--health-interval", help="Seconds between checks of a replica.")
     ] = 2.0,
     health_timeout: Annotated[
-        float, typer.Option("--health-timeout", help="Seconds before a check counts as failed.")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--health-timeout",
+            help="Seconds before a check counts as failed (default 1, at most the interval).",
+        ),
+    ] = None,
     health_retries: Annotated[
         int,
         typer.Option(
@@ -157,7 +161,7 @@ def up(
             path=health_path,
             cmd=health_cmd,
             interval=health_interval,
-            timeout=health_timeout,
+            timeout=health_timeout if health_timeout is not None else min(1.0, health_interval),
             retries=health_retries,
             start_timeout=start_timeout,
         ),

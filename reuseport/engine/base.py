@@ -58,7 +58,9 @@ class SupervisorInfo:
 
     @property
     def running(self) -> bool:
-        return self.state in ("running", "restarting", "created")
+        # "created" is not running: a supervisor container created but never started
+        # supervises nothing; under the lease, `up` removes it as stale.
+        return self.state in ("running", "restarting")
 
 
 class EventStream(Protocol):

@@ -66,6 +66,9 @@ class DockerEngine:
     def __init__(self, client: docker.DockerClient) -> None:
         self._client = client
         self._api = client.api
+        # id -> ((State, Status) from the list, inspect data): a resync re-inspects only the
+        # containers whose state changed, so an idle pass costs one list call, not N inspects.
+        self._inspected: dict[str, tuple[tuple[str, str], dict]] = {}
 
     @classmethod
     def from_env(cls) -> DockerEngine:
@@ -135,11 +138,33 @@ class DockerEngine:
     @_translated
     def replicas(self, service: str | None = None) -> list[Replica]:
         found = []
-        for summary in self._list(service, labels.ROLE_REPLICA):
-            data = self._inspect(summary["Id"])
+        listed = self._list(service, labels.ROLE_REPLICA)
+        for summary in listed:
+            data = self._inspect_cached(summary)
             if data is not None and labels.is_owned(data["Config"].get("Labels"), data["Name"]):
                 found.append(_replica(data))
+        if service is not None:
+            seen = {summary["Id"] for summary in listed}
+            for gone in [
+                c
+                for c, (_, d) in self._inspected.items()
+                if c not in seen
+                and (d["Config"].get("Labels") or {}).get(labels.SERVICE) == service
+            ]:
+                del self._inspected[gone]
         return sorted(found, key=lambda r: (r.service, r.index, r.started_at or 0.0))
+
+    def _inspect_cached(self, summary: dict) -> dict | None:
+        key = (str(summary.get("State", "")), str(summary.get("Status", "")))
+        cached = self._inspected.get(summary["Id"])
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        data = self._inspect(summary["Id"])
+        if data is None:
+            self._inspected.pop(summary["Id"], None)
+        else:
+            self._inspected[summary["Id"]] = (key, data)
+        return data
 
     @_translated
     def create_replica(

@@ -70,7 +70,7 @@ class FakeEngine:
             pid=10_000 + number,
             image=spec.image,
             spec_hash=spec.spec_hash(),
-            spec_json=spec.to_json(),
+            spec_json=spec.redacted().to_json(),
             restarts=restarts,
             started_at=self.clock(),
             health_port=health_port,
