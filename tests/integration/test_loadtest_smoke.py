@@ -72,6 +72,11 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
             "unhealthy_s",
         ):
             assert figures[key] is None or figures[key] > 0, (name, key)
+    # reuseport must have replaced the hung replica within the smoke run's 8 s of load (its
+    # hang window is 5 s): a successor listened and the hung replica's listener was closed.
+    ours = hang["setups"]["reuseport"]
+    for key in ("successor_listening_s", "stopped_listener_gone_s"):
+        assert ours[key] is not None and ours[key] > 0, ("reuseport did not replace it", key)
     assert isinstance(hang["setups"]["reuseport"]["replacements"], dict)
     assert isinstance(hang["setups"]["docker"]["restart_count"], int)
     assert any(c["name"].startswith("hang: ") for c in data["checks"])
