@@ -1,5 +1,5 @@
-"""What the hang part watches after the SIGSTOP: the port (sock_diag) every 20 ms, the
-stopped process, and on the Docker side the container's health status."""
+"""The hang part's victim and what it watches after the SIGSTOP: the port (sock_diag) every
+20 ms, the stopped process, and on the Docker side the container's health status."""
 
 from __future__ import annotations
 

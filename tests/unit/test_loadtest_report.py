@@ -1,5 +1,6 @@
 """The benchmark's report: ratios, checks and table come only from the measurements."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from loadtest.harness.results import LoadtestResults
 def typed(data: dict[str, Any]) -> LoadtestResults:
     """The measurements as the parts return them (read back as from a results.json)."""
     return LoadtestResults.from_json(data)
+
 
 RESULTS = {
     "machine": {"date": "2026-11-29", "cores": 2, "kernel": "6.1", "docker": "20.10"},
@@ -92,6 +94,17 @@ def test_write_produces_json_markdown_and_charts(tmp_path: Path) -> None:
     assert "SHORT: reuseport req/s vs HAProxy: 2.00 (expected >= 2.3)" in table
 
 
+def test_results_json_reads_back_to_the_same_table(tmp_path: Path) -> None:
+    results = typed(_with_hang())
+    report.write(results, tmp_path)
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["hang"]["setups"]["docker"]["restart_count"] == 0
+    assert "replacements" not in written["hang"]["setups"]["docker"]  # reuseport only
+    back = LoadtestResults.from_json(written)
+    assert back == results
+    assert report.markdown(back) == (tmp_path / "results.md").read_text()
+
+
 def test_readme_block_is_replaced_between_markers(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.README_START}\nold\n{report.README_END}\nrest\n")
@@ -166,7 +179,8 @@ def test_hang_checks_compare_failures_and_the_replacement_time() -> None:
 
 def test_hang_checks_are_short_when_reuseport_fails_more_or_never_replaces() -> None:
     found = {
-        c.name: c.met for c in report.checks(typed(_with_hang(failures=160, stopped_listener_gone_s=None)))
+        c.name: c.met
+        for c in report.checks(typed(_with_hang(failures=160, stopped_listener_gone_s=None)))
     }
     assert found["hang: reuseport failed requests < Docker HEALTHCHECK + restart always"] is False
     assert (
