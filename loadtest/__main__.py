@@ -16,18 +16,20 @@ import json
 import os
 import platform
 import shlex
-import signal
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import docker
 
 import reuseport
 from loadtest import report
+from loadtest.harness.bench import log as say
+from loadtest.harness.errors import BenchError
+from loadtest.harness.results import LoadtestResults, Machine
+from loadtest.harness.signals import sigterm_as_interrupt
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = ("reuseport-demo:latest", "reuseport:latest")
@@ -82,20 +84,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def machine() -> dict[str, Any]:
+def machine() -> Machine:
     client = docker.from_env()
     try:
         engine = client.version().get("Version", "?")
     finally:
         client.close()
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "docker": engine,
-        "python": platform.python_version(),
-        "reuseport": reuseport.__version__,
-    }
+    return Machine(
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        cores=os.cpu_count(),
+        kernel=platform.release(),
+        docker=engine,
+        python=platform.python_version(),
+        reuseport=reuseport.__version__,
+    )
 
 
 def require_images() -> None:
@@ -110,28 +112,21 @@ def require_images() -> None:
         client.close()
 
 
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: every part tears down in finally
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM cleans up like Ctrl-C: every part tears down in its finally.
+    with sigterm_as_interrupt():
+        return run(args, argv)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     parts = args.only.split(",")
     require_images()
     from loadtest import chaos, hang, rolling, scaleout, setups, throughput
 
     setups.ensure_packages(["wrk", "nginx", "haproxy"])
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
-    results: dict[str, Any] = {
-        "machine": machine(),
-        "command": command.strip(),
-        "smoke": args.smoke,
-    }
+    results = LoadtestResults(machine=machine(), command=command.strip(), smoke=args.smoke)
     started = time.monotonic()
     image = IMAGES[0]
     with tempfile.TemporaryDirectory(prefix="reuseport-loadtest-") as work:
@@ -140,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"throughput: {args.replicas} replicas, "
                 f"{args.repeats} x {args.duration:g} s per setup"
             )
-            results["throughput"] = throughput.run_throughput(
+            results.throughput = throughput.run_throughput(
                 image,
                 args.replicas,
                 args.base_port,
@@ -151,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "chaos" in parts:
             say(f"chaos: a kill every {args.kill_every:g} s for {args.chaos_duration:g} s")
-            results["chaos"] = chaos.run_chaos(
+            results.chaos = chaos.run_chaos(
                 image,
                 args.replicas,
                 args.base_port + 100,
@@ -163,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "rollout" in parts:
             say("rollout: v1 -> v2 under load, with tcp_migrate_req=1 then 0")
-            results["rollout"] = rolling.run_rollout(
+            results.rollout = rolling.run_rollout(
                 "reuseport-demo:v1",
                 "reuseport-demo:v2",
                 args.replicas,
@@ -174,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "scaleout" in parts:
             say(f"scale-out: up --replicas {args.scaleout}")
-            results["scaleout"] = scaleout.run_scaleout(
+            results.scaleout = scaleout.run_scaleout(
                 image, args.scaleout, args.base_port + 200, progress=say
             )
         if "hang" in parts:
@@ -182,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"hang: SIGSTOP of one replica under load, {args.hang_duration:g} s after it: "
                 "reuseport, then Docker HEALTHCHECK + restart always"
             )
-            results["hang"] = hang.run_hang(
+            results.hang = hang.run_hang(
                 image,
                 args.replicas,
                 args.base_port + 250,
@@ -193,26 +188,26 @@ def main(argv: list[str] | None = None) -> int:
                 # The smoke run needs the shape, not a steady load: every user runs already.
                 warmup_s=1.0 if args.smoke else hang.WARMUP_S,
             )
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results.elapsed_s = round(time.monotonic() - started, 1)
     written = report.write(results, args.out)
-    table = report.markdown(json.loads((args.out / "results.json").read_text()))
+    # The table from what results.json says, so the two can never disagree.
+    written_back = json.loads((args.out / "results.json").read_text())
+    table = report.markdown(LoadtestResults.from_json(written_back))
     print(table)
     if args.update_readme:
         report.update_readme(REPO / "README.md", table)
         written.append(REPO / "README.md")
-    say(f"done in {results['elapsed_s']:g} s; wrote {', '.join(str(p) for p in written)}")
+    say(f"done in {results.elapsed_s:g} s; wrote {', '.join(str(p) for p in written)}")
     return 0
 
 
 if __name__ == "__main__":
-    from benchmarks import replace_latency as rl
-
     try:
         sys.exit(main())
     except KeyboardInterrupt:
         say("interrupted; everything it started was removed")
         sys.exit(130)
-    except (rl.SetupError, rl.TrialFailed) as exc:
+    except BenchError as exc:
         # Every part tears down in its finally before this is reached.
         say(f"failed: {exc}")
         sys.exit(2)

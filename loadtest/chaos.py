@@ -1,7 +1,8 @@
 """Chaos under load: kill a replica every few seconds while locust keeps requesting.
 
-Setup (both on the same image, started before the load, via ``benchmarks/replace_latency``'s
-``Bench`` so the death -> replacement-listening figure is measured exactly as there):
+Setup (both on the same image, started before the load, by ``loadtest.harness``'s ``Bench``;
+each death -> replacement-listening figure is a ``loadtest.harness.latency`` trial, measured
+exactly as ``benchmarks/replace_latency.py`` measures it):
 
 * reuseport: ``up -d`` N replicas on ``port`` (service ``bench-chaos-<pid>``);
 * Docker policy: N ``--restart always --init`` containers on the next free port, labelled
@@ -52,24 +53,32 @@ import contextlib
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 
-from benchmarks import replace_latency as rl
 from loadtest import locustrun
-from reuseport.kernel import sockets as kernel
+from loadtest.harness import jsonable
+from loadtest.harness.bench import Bench, BenchConfig, log
+from loadtest.harness.latency import DOCKER_KILL, SIGKILL, dk_stable, dk_trial, rp_trial
+from loadtest.harness.results import (
+    ChaosResult,
+    ChaosSecond,
+    DockerPolicySummary,
+    KillFigures,
+    Summary,
+)
+from loadtest.harness.signals import signals_held, sigterm_as_interrupt
+from reuseport.store import default_state_dir
 
 WARMUP_S = 3.0  # after every user runs, before the first kill: the load is steady
 TAIL_S = 3.0  # load after the last replacement, so its effect (if any) is on the chart
@@ -113,21 +122,26 @@ def run_chaos(
     users: int,
     workdir: Path,
     progress: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> ChaosResult:
     """Kill a replica every ``kill_every_s`` for ``duration_s`` under locust load; figures."""
     workdir.mkdir(parents=True, exist_ok=True)
     client = docker.from_env(timeout=60)
-    args = argparse.Namespace(
-        image=image, replicas=replicas, port=port, backoff_reset=BACKOFF_RESET_S, gap=0.0
+    config = BenchConfig(
+        name=f"bench-chaos-{os.getpid()}",
+        state_dir=default_state_dir(),
+        image=image,
+        replicas=replicas,
+        first_port=port,
+        backoff_reset=BACKOFF_RESET_S,
     )
-    bench = rl.Bench(args, client, name=f"bench-chaos-{os.getpid()}")
+    bench = Bench(config, client)
     run = _Run(duration_s, kill_every_s, users)
     locust: subprocess.Popen[bytes] | None = None
     with sigterm_as_interrupt():
         try:
             bench.check_images()
             bench.cleanup_stale()
-            bench.rp_port, bench.dk_port = rl.free_ports(port, 2)
+            bench.take_ports()
             progress(
                 f"chaos: {replicas} replicas of {image} on :{bench.rp_port} (reuseport), "
                 f"{replicas} --restart always containers on :{bench.dk_port}"
@@ -148,9 +162,9 @@ def run_chaos(
             run.recorded = json.loads(files.replicas.read_text())
             run.docker_under_load = len(run.docker_ms)
             _top_up_docker(bench, run, progress)
-            run.restarts = _restarts_counted(bench.name)
+            run.restarts = bench.cli.restarts(bench.name)
         finally:
-            with signals_ignored():
+            with signals_held():
                 if locust is not None:
                     locustrun.stop(locust)
                 run.left = bench.cleanup()
@@ -169,13 +183,13 @@ def _sleep_until(wall: float) -> None:
         time.sleep(delay)
 
 
-def _kill_loop(bench: rl.Bench, run: _Run, progress: Callable[[str], None]) -> None:
+def _kill_loop(bench: Bench, run: _Run, progress: Callable[[str], None]) -> None:
     count = max(1, int(run.duration_s // run.kill_every_s))
     first = run.t0 + WARMUP_S
     for k in range(count):
         _sleep_until(first + k * run.kill_every_s)
         # Rotate indices; alternate the two deaths (docker kill first).
-        method = rl.DOCKER_KILL if k % 2 == 0 else rl.SIGKILL
+        method = DOCKER_KILL if k % 2 == 0 else SIGKILL
         kill = _kill_replica(bench, k % bench.replicas + 1, method)
         run.kills.append(kill)
         progress(
@@ -185,37 +199,24 @@ def _kill_loop(bench: rl.Bench, run: _Run, progress: Callable[[str], None]) -> N
         # Docker's policy, halfway to the next kill: same machine, same load.
         _sleep_until(first + (k + 0.5) * run.kill_every_s)
         container = bench.dk_containers[len(run.docker_ms) % bench.replicas]
-        if time.perf_counter() >= bench.dk_since[container.id] + rl.DOCKER_STABLE_S:
-            trial = bench.dk_trial(container)
+        if dk_stable(bench, container.id):
+            trial = dk_trial(bench, container)
             run.docker_ms.append(trial.latency_ms)
             progress(f"chaos: docker --restart always, SIGKILL: {trial.latency_ms:.0f} ms")
 
 
-def _kill_replica(bench: rl.Bench, index: int, method: str) -> Kill:
-    # Only a replica the supervisor has forgiven: its death is replaced at once.
-    bench.wait_rp_stable(index)
-    cid = next((c for c, i in bench.rp_containers().items() if i == index), None)
-    if cid is None:
-        raise rl.TrialFailed(f"replica {index} has no running container")
-    listener = bench.listener_of(bench.rp_port, cid)
-    before = set(kernel.listening_inodes(bench.rp_port))
-    wall = time.time()
-    t0 = time.perf_counter()
-    if method == rl.SIGKILL:
-        os.kill(listener.pids[0], signal.SIGKILL)
-    else:
-        bench.client.api.kill(cid)
-    seconds = rl.wait_replaced(bench.rp_port, before, bench.replicas, t0)
-    bench.rp_since[index] = time.perf_counter()
-    return Kill(wall, time.time(), method, index, seconds * 1000)
+def _kill_replica(bench: Bench, index: int, method: str) -> Kill:
+    # Only a replica the supervisor has forgiven (rp_trial waits): replaced at once.
+    trial = rp_trial(bench, index, method)
+    return Kill(trial.kill_wall, trial.done_wall, method, index, trial.latency_ms)
 
 
-def _top_up_docker(bench: rl.Bench, run: _Run, progress: Callable[[str], None]) -> None:
+def _top_up_docker(bench: Bench, run: _Run, progress: Callable[[str], None]) -> None:
     """Docker-policy trials skipped under load (no container stable yet): now, unloaded."""
     missing = len(run.kills) - len(run.docker_ms)
     for k in range(missing):
         container = min(bench.dk_containers, key=lambda c: bench.dk_since[c.id])
-        trial = bench.dk_trial(container)  # waits until it has run 10.5 s
+        trial = dk_trial(bench, container)  # waits until it has run 10.5 s
         run.docker_ms.append(trial.latency_ms)
         progress(
             f"chaos: docker --restart always, SIGKILL (after the load, {k + 1}/{missing}): "
@@ -223,26 +224,13 @@ def _top_up_docker(bench: rl.Bench, run: _Run, progress: Callable[[str], None]) 
         )
 
 
-def _restarts_counted(name: str) -> int | None:
-    """What ``reuseport ps`` says about the replacements (a cross-check, not a figure)."""
-    try:
-        rows = json.loads(rl.cli("ps", name, "--json", timeout=60).stdout)
-    except (rl.SetupError, subprocess.SubprocessError, ValueError):
-        return None
-    return sum(int(r.get("restarts") or 0) for r in rows)
-
-
 # --------------------------------------------------------------------------- figures
 
 
-def _summary(samples: list[float]) -> dict[str, Any]:
+def _summary(samples: list[float]) -> Summary:
     if not samples:
-        return {"median": None, "max": None, "n": 0}
-    return {
-        "median": round(statistics.median(samples), 1),
-        "max": round(max(samples), 1),
-        "n": len(samples),
-    }
+        return Summary()
+    return Summary(round(statistics.median(samples), 1), round(max(samples), 1), len(samples))
 
 
 def _attribute(failures: list[dict[str, Any]], kills: list[Kill]) -> list[Kill | None]:
@@ -260,17 +248,17 @@ def _attribute(failures: list[dict[str, Any]], kills: list[Kill]) -> list[Kill |
     return owners
 
 
-def _throughput(run: _Run) -> list[dict[str, Any]]:
+def _throughput(run: _Run) -> list[ChaosSecond]:
     """Whole wall-clock seconds inside the load window only: partial ones would look like dips."""
     per_second: dict[str, list[int]] = run.recorded.get("per_second", {})
     points = []
     for second in range(math.ceil(run.t0), math.floor(run.t_end)):
         ok, failed = per_second.get(str(second), [0, 0])
-        points.append({"t_s": round(second - run.t0, 2), "rps": ok, "failed": failed})
+        points.append(ChaosSecond(round(second - run.t0, 2), ok, failed))
     return points
 
 
-def _result(bench: rl.Bench, run: _Run) -> dict[str, Any]:
+def _result(bench: Bench, run: _Run) -> ChaosResult:
     requests = sum(int(e.get("num_requests", 0)) for e in run.locust_stats)
     failed = sum(int(e.get("num_failures", 0)) for e in run.locust_stats)
     failures = run.recorded.get("failures", [])
@@ -283,80 +271,49 @@ def _result(bench: rl.Bench, run: _Run) -> dict[str, Any]:
         for f, owner in zip(failures, owners, strict=True)
     )
     per_kill = Counter(id(owner) for owner in owners if owner is not None)
-    return {
-        "duration_s": run.duration_s,
-        "kill_every_s": run.kill_every_s,
-        "users": run.users,
-        "replicas": bench.replicas,
-        "user_classes": list(locustrun.USER_CLASSES),
-        "user_rps": locustrun.USER_RPS,
-        "port": bench.rp_port,
-        "docker_policy_port": bench.dk_port,
-        "backoff_reset_s": BACKOFF_RESET_S,
-        "kills": [
-            {
-                "t_s": round(k.wall - run.t0, 2),
-                "method": k.method,
-                "replica": k.replica,
-                "replacement_ms": round(k.replacement_ms, 1),
-                "failures": per_kill.get(id(k), 0),
-            }
+    docker_summary = _summary(run.docker_ms)
+    return ChaosResult(
+        duration_s=run.duration_s,
+        kill_every_s=run.kill_every_s,
+        users=run.users,
+        replicas=bench.replicas,
+        user_classes=list(locustrun.USER_CLASSES),
+        user_rps=locustrun.USER_RPS,
+        port=bench.rp_port,
+        docker_policy_port=bench.dk_port,
+        backoff_reset_s=BACKOFF_RESET_S,
+        kills=[
+            KillFigures(
+                t_s=round(k.wall - run.t0, 2),
+                method=k.method,
+                replica=k.replica,
+                replacement_ms=round(k.replacement_ms, 1),
+                failures=per_kill.get(id(k), 0),
+            )
             for k in run.kills
         ],
-        "replacement_ms": _summary([k.replacement_ms for k in run.kills]),
-        "replacement_ms_by_method": {
+        replacement_ms=_summary([k.replacement_ms for k in run.kills]),
+        replacement_ms_by_method={
             method: _summary([k.replacement_ms for k in run.kills if k.method == method])
-            for method in (rl.DOCKER_KILL, rl.SIGKILL)
+            for method in (DOCKER_KILL, SIGKILL)
         },
-        "docker_policy_ms": {**_summary(run.docker_ms), "n_under_load": run.docker_under_load},
-        "requests": requests,
-        "failures": failed,
-        "failures_in_flight_on_killed": in_flight,
-        "failures_on_killed_sent_before_kill": sent_before,
-        "failures_on_killed_sent_after_kill": in_flight - sent_before,
+        docker_policy_ms=DockerPolicySummary(
+            docker_summary.median, docker_summary.max, docker_summary.n, run.docker_under_load
+        ),
+        requests=requests,
+        failures=failed,
+        failures_in_flight_on_killed=in_flight,
+        failures_on_killed_sent_before_kill=sent_before,
+        failures_on_killed_sent_after_kill=in_flight - sent_before,
         # Locust's count minus the attributed ones: a failure the locustfile did not record
         # (it keeps at most 50,000) cannot be excused.
-        "failures_other": failed - in_flight,
-        "failures_by_error": run.recorded.get("failures_by_error", {}),
-        "throughput": _throughput(run),
-        "shares": run.recorded.get("shares", {}),
-        "restarts_counted": run.restarts,
-        "left_behind": run.left,
-    }
-
-
-# --------------------------------------------------------------------------- signals
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM runs the same cleanup as Ctrl-C (signals can only be set in the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """A second Ctrl-C (or SIGTERM) must not abort the cleanup."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        failures_other=failed - in_flight,
+        failures_by_error=run.recorded.get("failures_by_error", {}),
+        throughput=_throughput(run),
+        shares=run.recorded.get("shares", {}),
+        restarts_counted=run.restarts,
+        left_behind=run.left,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,10 +326,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     args = parser.parse_args(argv)
-
-    def say(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         result = run_chaos(
@@ -383,9 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             args.kill_every,
             args.users,
             workdir,
-            progress=say,
+            progress=log,
         )
-    print(json.dumps(result, indent=2))
+    print(json.dumps(jsonable.to_json(result), indent=2))
     return 0
 
 

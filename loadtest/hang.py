@@ -50,26 +50,28 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 
-from benchmarks import replace_latency as rl
 from loadtest import locustrun
-from loadtest.chaos import signals_ignored, sigterm_as_interrupt
+from loadtest.hangwatch import POLL_S, Watch, find_victim, watch_port
+from loadtest.harness import jsonable
+from loadtest.harness.bench import Bench, BenchConfig, log
+from loadtest.harness.errors import BenchError, SetupError
+from loadtest.harness.results import HangFigures, HangResult, HangSecond, HealthSettings
+from loadtest.harness.signals import signals_held, sigterm_as_interrupt
 from reuseport import host
 from reuseport.kernel import sockets as kernel
+from reuseport.store import default_state_dir
 
 WARMUP_S = 3.0  # every user runs and the load is steady before the SIGSTOP
 NETWORK_TIMEOUT_S = 5.0  # locust's per-request limit here (its default 60 s outlives the run)
 HANG_WINDOW_S = 5.0  # reuseport's default --hang-window: not passed, the default is measured
 STOP_TIMEOUT_S = 3
 VICTIM = 2  # replica index (1-based) that gets SIGSTOPped, as in test_liveness
-POLL_S = 0.02
-HEALTH_POLL_S = 0.1  # an API round trip; Docker changes the status at most once a check
 HEALTH_INTERVAL_S = 1.0
 HEALTH_HTTP_TIMEOUT_S = 1.0
 # Docker's own limit on one check run, above the probe's HTTP timeout so a failure is the
@@ -88,28 +90,6 @@ HEALTH_PROBE = (
 )
 
 
-@dataclass(frozen=True)
-class Victim:
-    """The replica that is stopped: its container, listening host process and socket."""
-
-    container_id: str
-    pid: int
-    inode: int
-
-
-@dataclass
-class Watch:
-    """What the kernel (and Docker) showed after the SIGSTOP; seconds since it, or None."""
-
-    successor_listening_s: float | None = None
-    stopped_listener_gone_s: float | None = None
-    stopped_process_gone_s: float | None = None
-    unhealthy_s: float | None = None
-    listening_min: int = 0
-    listening_max: int = 0
-    stopped_accept_queue_max: int = 0
-
-
 def run_hang(
     image: str,
     replicas: int,
@@ -119,28 +99,32 @@ def run_hang(
     workdir: Path,
     progress: Callable[[str], None] = print,
     warmup_s: float = WARMUP_S,
-) -> dict[str, Any]:
+) -> HangResult:
     """SIGSTOP one replica under locust load, reuseport and then Docker; figures.
 
     ``warmup_s``: load before the SIGSTOP (the smoke run shortens it)."""
     before = host.tcp_migrate_req()
     if before is None:
-        return {"skipped": "this kernel has no net.ipv4.tcp_migrate_req (Linux >= 5.14)"}
+        return HangResult(skipped="this kernel has no net.ipv4.tcp_migrate_req (Linux >= 5.14)")
     workdir.mkdir(parents=True, exist_ok=True)
     client = docker.from_env(timeout=60)
-    args = argparse.Namespace(
-        image=image, replicas=replicas, port=port, backoff_reset=None, gap=0.0
+    config = BenchConfig(
+        name=f"bench-hang-{os.getpid()}",
+        state_dir=default_state_dir(),
+        image=image,
+        replicas=replicas,
+        first_port=port,
     )
-    bench = rl.Bench(args, client, name=f"bench-hang-{os.getpid()}")
+    bench = Bench(config, client)
     victim = min(VICTIM, replicas)
-    figures: dict[str, dict[str, Any]] = {}
+    figures: dict[str, HangFigures] = {}
     left: list[str] = []
     migrate_set = False
     with sigterm_as_interrupt():
         try:
             bench.check_images()
             bench.cleanup_stale()
-            bench.rp_port, bench.dk_port, *health_ports = rl.free_ports(port, 2 + replicas)
+            health_ports = bench.take_ports(extra=replicas)
             _set_migrate_req(1)
             migrate_set = True
             progress(
@@ -150,21 +134,20 @@ def run_hang(
                 f"{NETWORK_TIMEOUT_S:g} s"
             )
             # reuseport first, torn down completely before Docker's containers start.
-            bench.start_reuseport(["--stop-timeout", str(STOP_TIMEOUT_S)])
+            bench.start_reuseport(extra=["--stop-timeout", str(STOP_TIMEOUT_S)])
             figures["reuseport"] = _under_load(
                 bench, "reuseport", victim, users, warmup_s, duration_s, workdir, progress
             )
-            figures["reuseport"]["replacements"] = _replacements(bench.name)
-            left += bench.cleanup()
-            bench.up_attempted = False  # down is done; the final sweep needs only the labels
+            figures["reuseport"].replacements = _replacements(bench)
+            left += bench.cleanup()  # `down` is done; the final sweep needs only the labels
             _start_docker_health(bench, health_ports, progress)
             figures["docker"] = _under_load(
                 bench, "docker", victim, users, warmup_s, duration_s, workdir, progress
             )
-            figures["docker"].update(_docker_state(bench, victim))
-            figures["docker"]["health_ports"] = health_ports
+            _add_docker_state(figures["docker"], bench, victim)
+            figures["docker"].health_ports = health_ports
         finally:
-            with signals_ignored():
+            with signals_held():
                 left += bench.cleanup()
                 if migrate_set:
                     _set_migrate_req(before)
@@ -172,36 +155,32 @@ def run_hang(
                 progress(f"hang: LEFT BEHIND: {', '.join(left)}")
             client.close()
     restored = host.tcp_migrate_req()
-    return {
-        "replicas": replicas,
-        "users": users,
-        "user_classes": list(locustrun.USER_CLASSES),
-        "user_rps": locustrun.USER_RPS,
-        "warmup_s": warmup_s,
-        "duration_s": duration_s,
-        "stopped_replica": victim,
-        "network_timeout_s": NETWORK_TIMEOUT_S,
-        "hang_window_s": HANG_WINDOW_S,
-        "stop_timeout_s": STOP_TIMEOUT_S,
-        "health": {
-            "interval_s": HEALTH_INTERVAL_S,
-            "http_timeout_s": HEALTH_HTTP_TIMEOUT_S,
-            "retries": HEALTH_RETRIES,
-        },
-        "tcp_migrate_req": 1,
-        "tcp_migrate_req_before": before,
-        "tcp_migrate_req_restored": restored == before,
-        "poll_ms": POLL_S * 1000,
-        "setups": figures,
-        "left_behind": left,
-    }
+    return HangResult(
+        replicas=replicas,
+        users=users,
+        user_classes=list(locustrun.USER_CLASSES),
+        user_rps=locustrun.USER_RPS,
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        stopped_replica=victim,
+        network_timeout_s=NETWORK_TIMEOUT_S,
+        hang_window_s=HANG_WINDOW_S,
+        stop_timeout_s=STOP_TIMEOUT_S,
+        health=HealthSettings(HEALTH_INTERVAL_S, HEALTH_HTTP_TIMEOUT_S, HEALTH_RETRIES),
+        tcp_migrate_req=1,
+        tcp_migrate_req_before=before,
+        tcp_migrate_req_restored=restored == before,
+        poll_ms=POLL_S * 1000,
+        setups=figures,
+        left_behind=left,
+    )
 
 
 def _set_migrate_req(value: int) -> None:
     try:
         host.TCP_MIGRATE_REQ.write_text(f"{value}\n")
     except OSError as exc:
-        raise rl.SetupError(
+        raise SetupError(
             f"cannot set net.ipv4.tcp_migrate_req={value} ({exc.strerror}): run as root"
         ) from exc
 
@@ -210,7 +189,7 @@ def _set_migrate_req(value: int) -> None:
 
 
 def _start_docker_health(
-    bench: rl.Bench, health_ports: list[int], progress: Callable[[str], None]
+    bench: Bench, health_ports: list[int], progress: Callable[[str], None]
 ) -> None:
     """``Bench.start_docker_policy``'s containers, each with a HEALTHCHECK on its own
     health port; returns once Docker calls every one healthy."""
@@ -236,37 +215,23 @@ def _start_docker_health(
         if all(s == "healthy" for s in status.values()):
             return
         if time.monotonic() > deadline:
-            raise rl.SetupError(
+            raise SetupError(
                 f"Docker does not call every container healthy after {HEALTHY_TIMEOUT_S:g} s: "
                 + ", ".join(f"{name} {s}" for name, s in status.items())
             )
         time.sleep(0.2)
 
 
-def _health(bench: rl.Bench, container_id: str) -> str:
+def _health(bench: Bench, container_id: str) -> str:
     state = bench.client.api.inspect_container(container_id)["State"]
     return str((state.get("Health") or {}).get("Status", "none"))
-
-
-def _find_victim(bench: rl.Bench, setup: str, index: int) -> Victim:
-    """Replica ``index``'s listening host process, from the kernel (its container's socket)."""
-    if setup == "reuseport":
-        port = bench.rp_port
-        cid = next((c for c, i in bench.rp_containers().items() if i == index), None)
-        if cid is None:
-            raise rl.TrialFailed(f"reuseport replica {index} has no running container")
-    else:
-        port = bench.dk_port
-        cid = bench.dk_containers[index - 1].id
-    listener = bench.listener_of(port, cid)
-    return Victim(cid, listener.pids[0], listener.inode)
 
 
 # --------------------------------------------------------------------------- one setup
 
 
 def _under_load(
-    bench: rl.Bench,
+    bench: Bench,
     setup: str,
     index: int,
     users: int,
@@ -274,7 +239,7 @@ def _under_load(
     duration_s: float,
     workdir: Path,
     progress: Callable[[str], None],
-) -> dict[str, Any]:
+) -> HangFigures:
     port = bench.rp_port if setup == "reuseport" else bench.dk_port
     files = locustrun.LocustFiles(workdir, f"hang_{setup}")
     locust = locustrun.start(
@@ -283,7 +248,7 @@ def _under_load(
     try:
         load_start = locustrun.wait_ready(locust, files)
         _sleep_until(load_start + warmup_s)
-        victim = _find_victim(bench, setup, index)
+        victim = find_victim(bench, setup, index)
         before = set(kernel.listening_inodes(port))
         stop_wall = time.time()
         t0 = time.perf_counter()
@@ -293,21 +258,21 @@ def _under_load(
             f"({users} users on :{port}); watching for {duration_s:g} s"
         )
         health = (lambda: _health(bench, victim.container_id)) if setup == "docker" else None
-        watch = _watch(port, victim, before, t0, duration_s, health)
+        watch = watch_port(port, victim, before, t0, duration_s, health)
         end_wall = time.time()
         locustrun.stop(locust)
         stats = json.loads(files.stdout.read_text() or "[]")
         recorded = json.loads(files.replicas.read_text())
     except (OSError, ValueError) as exc:
-        raise rl.SetupError(f"hang: {setup}: {type(exc).__name__}: {exc}") from exc
+        raise SetupError(f"hang: {setup}: {type(exc).__name__}: {exc}") from exc
     finally:
         locustrun.stop(locust)
     result = _figures(setup, port, stats, recorded, watch, stop_wall, load_start, end_wall)
     progress(
         f"hang: {setup}: successor listening after {_s(watch.successor_listening_s)}, "
         f"stopped listener gone after {_s(watch.stopped_listener_gone_s)}, unhealthy after "
-        f"{_s(watch.unhealthy_s)}; {result['ok']:,} ok, {result['slow']} slow (> 1 s), "
-        f"{result['failures']} failed"
+        f"{_s(watch.unhealthy_s)}; {result.ok:,} ok, {result.slow} slow (> 1 s), "
+        f"{result.failures} failed"
     )
     return result
 
@@ -322,69 +287,24 @@ def _sleep_until(wall: float) -> None:
         time.sleep(delay)
 
 
-def _process_gone(pid: int) -> bool:
-    """Exited or a zombie (a stopped process is neither: state T)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2 :].startswith(("Z", "X"))
-
-
-def _watch(
-    port: int,
-    victim: Victim,
-    before: set[int],
-    t0: float,
-    duration_s: float,
-    health: Callable[[], str] | None,
-) -> Watch:
-    """Poll the port (sock_diag) every POLL_S until ``duration_s`` after ``t0``."""
-    watch = Watch(listening_min=len(before), listening_max=len(before))
-    next_health = t0
-    while (now := time.perf_counter()) < t0 + duration_s:
-        sockets = kernel.listening_inodes(port)
-        since = time.perf_counter() - t0
-        watch.listening_min = min(watch.listening_min, len(sockets))
-        watch.listening_max = max(watch.listening_max, len(sockets))
-        if watch.successor_listening_s is None and sockets.keys() - before:
-            watch.successor_listening_s = since
-        if victim.inode in sockets:
-            queue = sockets[victim.inode][3]
-            watch.stopped_accept_queue_max = max(watch.stopped_accept_queue_max, queue)
-        elif watch.stopped_listener_gone_s is None:
-            watch.stopped_listener_gone_s = since
-        if watch.stopped_process_gone_s is None and _process_gone(victim.pid):
-            watch.stopped_process_gone_s = since
-        if health is not None and watch.unhealthy_s is None and now >= next_health:
-            with contextlib.suppress(docker.errors.APIError):
-                if health() == "unhealthy":
-                    watch.unhealthy_s = time.perf_counter() - t0
-            next_health = now + HEALTH_POLL_S
-        time.sleep(POLL_S)
-    return watch
-
-
-def _replacements(name: str) -> dict[str, int] | None:
+def _replacements(bench: Bench) -> dict[str, int] | None:
     """What ``reuseport ps`` says it replaced, by reason (a cross-check: {"hung": 1})."""
     try:
-        rows = json.loads(rl.cli("ps", name, "--json", timeout=60).stdout)
-    except (rl.SetupError, subprocess.SubprocessError, ValueError):
+        rows = bench.cli.ps(bench.name)
+    except (SetupError, subprocess.SubprocessError, ValueError):
         return None
     return dict(rows[0].get("replacements") or {}) if rows else None
 
 
-def _docker_state(bench: rl.Bench, index: int) -> dict[str, Any]:
+def _add_docker_state(figures: HangFigures, bench: Bench, index: int) -> None:
     """Docker's own view of the stopped container at the end: still "running", unhealthy,
     never restarted."""
     state = bench.client.api.inspect_container(bench.dk_containers[index - 1].id)
     health = state["State"].get("Health") or {}
-    return {
-        "restart_count": state.get("RestartCount"),
-        "docker_state": state["State"].get("Status"),
-        "health_status": health.get("Status"),
-        "failing_streak": health.get("FailingStreak"),
-    }
+    figures.restart_count = state.get("RestartCount")
+    figures.docker_state = state["State"].get("Status")
+    figures.health_status = health.get("Status")
+    figures.failing_streak = health.get("FailingStreak")
 
 
 def _round(value: float | None) -> float | None:
@@ -400,14 +320,14 @@ def _figures(
     stop_wall: float,
     load_start: float,
     end_wall: float,
-) -> dict[str, Any]:
+) -> HangFigures:
     slow = recorded.get("slow_over_1s", {})
     failures = recorded.get("failures", [])
     per_second = recorded.get("per_second", {})
     # Whole wall-clock seconds of the load only (partial ones would look like dips), placed
     # relative to the SIGSTOP so both setups line up on one chart.
     throughput = [
-        {"t_s": round(int(second) - stop_wall, 2), "ok": counts[0], "failed": counts[1]}
+        HangSecond(round(int(second) - stop_wall, 2), counts[0], counts[1])
         for second, counts in sorted(per_second.items(), key=lambda kv: int(kv[0]))
         if load_start <= int(second) and int(second) + 1 <= end_wall
     ]
@@ -419,26 +339,26 @@ def _figures(
         f"every {HEALTH_INTERVAL_S:g} s, timeout {HEALTH_HTTP_TIMEOUT_S:g} s, "
         f"{HEALTH_RETRIES} retries"
     )
-    return {
-        "description": description,
-        "port": port,
-        "requests": sum(int(e.get("num_requests", 0)) for e in stats),
-        "ok": sum(sum(c.values()) for c in recorded.get("shares", {}).values()),
-        "slow": sum(slow.values()),
-        "slow_by_user_class": slow,
+    return HangFigures(
+        description=description,
+        port=port,
+        requests=sum(int(e.get("num_requests", 0)) for e in stats),
+        ok=sum(sum(c.values()) for c in recorded.get("shares", {}).values()),
+        slow=sum(slow.values()),
+        slow_by_user_class=slow,
         # Locust's own count: the locustfile keeps at most 50,000 failure records.
-        "failures": sum(int(e.get("num_failures", 0)) for e in stats),
-        "failures_by_error": recorded.get("failures_by_error", {}),
-        "failures_by_user_class": dict(Counter(f.get("kind", "?") for f in failures)),
-        "successor_listening_s": _round(watch.successor_listening_s),
-        "stopped_listener_gone_s": _round(watch.stopped_listener_gone_s),
-        "stopped_process_gone_s": _round(watch.stopped_process_gone_s),
-        "unhealthy_s": _round(watch.unhealthy_s),
-        "listening_min": watch.listening_min,
-        "listening_max": watch.listening_max,
-        "stopped_accept_queue_max": watch.stopped_accept_queue_max,
-        "throughput": throughput,
-    }
+        failures=sum(int(e.get("num_failures", 0)) for e in stats),
+        failures_by_error=recorded.get("failures_by_error", {}),
+        failures_by_user_class=dict(Counter(f.get("kind", "?") for f in failures)),
+        successor_listening_s=_round(watch.successor_listening_s),
+        stopped_listener_gone_s=_round(watch.stopped_listener_gone_s),
+        stopped_process_gone_s=_round(watch.stopped_process_gone_s),
+        unhealthy_s=_round(watch.unhealthy_s),
+        listening_min=watch.listening_min,
+        listening_max=watch.listening_max,
+        stopped_accept_queue_max=watch.stopped_accept_queue_max,
+        throughput=throughput,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,9 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration <= 0 or args.replicas < 1 or args.users < 1:
         parser.error("--duration must be > 0, --replicas and --users >= 1")
 
-    def say(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         try:
@@ -468,13 +385,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.duration,
                 args.users,
                 workdir,
-                progress=say,
+                progress=log,
             )
-        except (rl.SetupError, rl.TrialFailed) as exc:
-            say(f"hang: failed: {exc}")
+        except BenchError as exc:
+            log(f"hang: failed: {exc}")
             return 2
-    print(json.dumps(result, indent=2))
-    return 1 if result.get("left_behind") else 0
+    print(json.dumps(jsonable.to_json(result), indent=2))
+    return 1 if result.left_behind else 0
 
 
 if __name__ == "__main__":

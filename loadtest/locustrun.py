@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import replace_latency as rl
+from loadtest.harness.errors import SetupError
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 USER_CLASSES = ("KeepAliveUser", "NewConnectionUser")
@@ -98,9 +98,9 @@ def wait_ready(locust: subprocess.Popen[bytes], files: LocustFiles) -> float:
     while not files.ready.exists():
         if locust.poll() is not None:
             tail = files.stderr.read_text(errors="replace")[-2000:]
-            raise rl.SetupError(f"locust exited {locust.returncode} before the load:\n{tail}")
+            raise SetupError(f"locust exited {locust.returncode} before the load:\n{tail}")
         if time.monotonic() > deadline:
-            raise rl.SetupError(f"locust did not spawn its users within {READY_TIMEOUT_S:g} s")
+            raise SetupError(f"locust did not spawn its users within {READY_TIMEOUT_S:g} s")
         time.sleep(0.05)
     return float(json.loads(files.ready.read_text())["started_at"])
 

@@ -9,36 +9,24 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import docker
 
-from benchmarks import replace_latency as rl
 from loadtest import locustrun
+from loadtest.harness.bench import Bench, BenchConfig, free_ports
+from loadtest.harness.results import RolloutResult, RolloutRun
+from loadtest.harness.signals import signals_held
 from reuseport import host, labels
 
 WARMUP_S = 2.0
 TAIL_S = 2.0
 MIN_READY_S = 0.5
 CLIENTS = ("NewConnectionUser", "KeepAliveUser")
-
-
-def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REUSEPORT_STATE_DIR": str(state)}
-    return subprocess.run(
-        [sys.executable, "-m", "reuseport", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 class _Counter(threading.Thread):
@@ -66,22 +54,18 @@ class _Counter(threading.Thread):
 def _one(
     migrate: int,
     clients: str,
-    image_from: str,
+    bench: Bench,
     image_to: str,
-    replicas: int,
     port: int,
     users: int,
     workdir: Path,
-    state: Path,
     progress: Callable[[str], None],
-) -> dict[str, Any]:
+) -> RolloutRun:
     host.TCP_MIGRATE_REQ.write_text(f"{migrate}\n")
-    name = f"bench-rollout-{os.getpid()}"
-    up = _cli(state, "up", image_from, "-n", str(replicas), "-p", str(port), "--name", name, "-d")
-    if up.returncode != 0:
-        raise rl.SetupError(f"up failed: {up.stderr.strip()}")
+    name = bench.name
     locust = None
     try:
+        bench.start_reuseport(port)
         files = locustrun.LocustFiles(workdir, f"rollout_{clients}_migrate{migrate}")
         locust = locustrun.start(port, users, 60, files, user_classes=(clients,))
         locustrun.wait_ready(locust, files)
@@ -89,7 +73,16 @@ def _one(
         counter = _Counter(name)
         counter.start()
         started = time.monotonic()
-        result = _cli(state, "rollout", name, "--image", image_to, "--min-ready", str(MIN_READY_S))
+        result = bench.cli.run(
+            "rollout",
+            name,
+            "--image",
+            image_to,
+            "--min-ready",
+            str(MIN_READY_S),
+            timeout=300,
+            check=False,
+        )
         seconds = time.monotonic() - started
         counts = counter.stop()
         time.sleep(TAIL_S)
@@ -100,21 +93,24 @@ def _one(
             f"rollout with {clients} clients, tcp_migrate_req={migrate}: "
             f"{'completed' if result.returncode == 0 else 'FAILED'} in {seconds:.1f} s"
         )
-        return {
-            "clients": clients,
-            "tcp_migrate_req": migrate,
-            "rollout_ok": result.returncode == 0,
-            "rollout_s": round(seconds, 2),
-            "requests": sum(int(e.get("num_requests", 0)) for e in stats),
-            "failures": sum(int(e.get("num_failures", 0)) for e in stats),
-            "failures_by_error": recorded.get("failures_by_error", {}),
-            "running_min": min(counts, default=0),
-            "running_max": max(counts, default=0),
-        }
+        return RolloutRun(
+            clients=clients,
+            tcp_migrate_req=migrate,
+            rollout_ok=result.returncode == 0,
+            rollout_s=round(seconds, 2),
+            requests=sum(int(e.get("num_requests", 0)) for e in stats),
+            failures=sum(int(e.get("num_failures", 0)) for e in stats),
+            failures_by_error=recorded.get("failures_by_error", {}),
+            running_min=min(counts, default=0),
+            running_max=max(counts, default=0),
+        )
     finally:
-        if locust is not None:
-            locustrun.stop(locust)
-        _cli(state, "down", name)
+        with signals_held():
+            if locust is not None:
+                locustrun.stop(locust)
+            left = bench.cleanup()
+        if left:
+            progress(f"rollout: LEFT BEHIND: {', '.join(left)}")
 
 
 def run_rollout(
@@ -125,41 +121,39 @@ def run_rollout(
     users: int,
     workdir: Path,
     progress: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> RolloutResult:
     before = host.tcp_migrate_req()
     if before is None:
-        return {"skipped": "this kernel has no net.ipv4.tcp_migrate_req"}
-    (port,) = rl.free_ports(port, 1)
+        return RolloutResult(skipped="this kernel has no net.ipv4.tcp_migrate_req")
+    (port,) = free_ports(port, 1)
     runs = []
+    client = docker.from_env(timeout=60)
     with tempfile.TemporaryDirectory(prefix="reuseport-rolling-") as state:
+        config = BenchConfig(
+            name=f"bench-rollout-{os.getpid()}",
+            state_dir=Path(state),
+            image=image_from,
+            replicas=replicas,
+        )
+        bench = Bench(config, client, progress=lambda line: None)  # its steps: not news here
         try:
             # Each client kind alone: keep-alive clients meet the drain on their open
             # connections, new-connection clients meet it in the closing listener's queue.
             for clients in CLIENTS:
                 for migrate in (1, 0):
                     runs.append(
-                        _one(
-                            migrate,
-                            clients,
-                            image_from,
-                            image_to,
-                            replicas,
-                            port,
-                            users,
-                            workdir,
-                            Path(state),
-                            progress,
-                        )
+                        _one(migrate, clients, bench, image_to, port, users, workdir, progress)
                     )
         finally:
             host.TCP_MIGRATE_REQ.write_text(f"{before}\n")  # as it was
-    return {
-        "replicas": replicas,
-        "from": image_from,
-        "to": image_to,
-        "users": users,
-        "min_ready_s": MIN_READY_S,
-        "max_surge": 1,
-        "max_unavailable": 0,
-        "runs": runs,
-    }
+            client.close()
+    return RolloutResult(
+        replicas=replicas,
+        from_image=image_from,
+        to_image=image_to,
+        users=users,
+        min_ready_s=MIN_READY_S,
+        max_surge=1,
+        max_unavailable=0,
+        runs=runs,
+    )

@@ -13,68 +13,53 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from typing import Any
 
 import docker
 
-from benchmarks import replace_latency as rl
-from loadtest.chaos import signals_ignored, sigterm_as_interrupt
-from reuseport import labels as rp_labels
-from reuseport.kernel import sockets as kernel
+from loadtest.harness import jsonable
+from loadtest.harness.bench import Bench, BenchConfig, free_ports
+from loadtest.harness.errors import SetupError
+from loadtest.harness.results import ScaleoutResult
+from loadtest.harness.signals import signals_held, sigterm_as_interrupt
+from reuseport.store import default_state_dir
 
 READY_TIMEOUT_S = 120.0
 
 
 def run_scaleout(
     image: str, replicas: int, port: int, progress: Callable[[str], None] = print
-) -> dict[str, Any]:
+) -> ScaleoutResult:
     """Seconds from ``up --replicas N`` to all N listening (nothing running before)."""
-    name = f"bench-scaleout-{os.getpid()}"
-    _down_stale(progress)
-    port = rl.free_ports(port, 1)[0]
-    up = ["up", image, "-n", str(replicas), "-p", str(port), "--name", name, "-d"]
-    up += ["--ready-timeout", f"{READY_TIMEOUT_S:g}"]
-    progress(f"scale-out: reuseport {' '.join(up)}")
+    config = BenchConfig(
+        name=f"bench-scaleout-{os.getpid()}",
+        state_dir=default_state_dir(),
+        image=image,
+        replicas=replicas,
+        ready_timeout_s=READY_TIMEOUT_S,
+    )
+    client = docker.from_env(timeout=60)
+    bench = Bench(config, client, progress=lambda line: progress(f"scale-out: {line}"))
     with sigterm_as_interrupt():
         try:
-            t0 = time.perf_counter()
-            rl.cli(*up, timeout=READY_TIMEOUT_S + 60)
-            seconds = time.perf_counter() - t0
-            rows = json.loads(rl.cli("ps", name, "--json", timeout=60).stdout)
-            in_ps = sum(1 for r in rows if r.get("listening"))
-            in_kernel = len(kernel.listening_inodes(port))
-            if in_ps != replicas or in_kernel != replicas:
-                raise rl.SetupError(
-                    f"`up` returned but ps shows {in_ps}/{replicas} listening, "
-                    f"the kernel {in_kernel}/{replicas}"
-                )
+            bench.cleanup_stale()  # services an earlier, killed run left (its pid is gone)
+            port = free_ports(port, 1)[0]
+            # `up -d` returns once ps and the kernel show all N listening (else SetupError).
+            seconds = bench.start_reuseport(port)
             progress(f"scale-out: {replicas} replicas listening after {seconds:.2f} s")
         finally:
-            with signals_ignored():
-                rl.cli("down", name, timeout=120, check=False)
-    return {"replicas": replicas, "seconds": round(seconds, 2), "port": port}
-
-
-def _down_stale(progress: Callable[[str], None]) -> None:
-    """Remove scale-out services an earlier, killed run left (its pid is gone)."""
-    client = docker.from_env(timeout=60)
-    try:
-        found = client.api.containers(all=True, filters={"label": rp_labels.filters()})
-        names = {c["Labels"].get(rp_labels.SERVICE, "") for c in found}
-    finally:
-        client.close()
-    for name in sorted(n for n in names if n.startswith("bench-scaleout-")):
-        pid = name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not rl.pid_alive(int(pid)):
-            progress(f"scale-out: removing {name} left by an earlier run")
-            rl.cli("down", name, timeout=120, check=False)
+            with signals_held():
+                left = bench.cleanup()
+            if left:
+                progress(f"scale-out: LEFT BEHIND: {', '.join(left)}")
+            client.close()
+    return ScaleoutResult(replicas=replicas, seconds=round(seconds, 2), port=port)
 
 
 if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 16
     try:
-        print(json.dumps(run_scaleout("reuseport-demo:latest", count, 20180)))
-    except (rl.SetupError, subprocess.SubprocessError) as exc:
+        result = run_scaleout("reuseport-demo:latest", count, 20180)
+    except (SetupError, subprocess.SubprocessError) as exc:
         sys.exit(f"scale-out failed: {exc}")
+    print(json.dumps(jsonable.to_json(result)))

@@ -6,7 +6,7 @@
 * limit: those N backends, each hit directly on its own port (no hop, perfect balance);
 * single: one replica alone.
 
-Containers carry ``io.reuseport.bench=1`` and a per-run label and are removed by label;
+Containers are started by ``loadtest.harness``'s ``Bench`` (labelled, removed by label);
 proxies run as our own foreground children with conf, pid and logs in a temp dir. All of
 it is torn down in ``finally`` (exceptions, Ctrl-C, SIGTERM mapped to KeyboardInterrupt).
 """
@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,20 +31,18 @@ from typing import Protocol
 import docker
 import httpx
 
-from benchmarks.replace_latency import free_ports
+from loadtest.harness.bench import Bench, BenchConfig, free_ports
+from loadtest.harness.results import SETUP_ORDER
+from loadtest.harness.signals import signals_held
 from loadtest.shares import raise_fd_limit
-from reuseport import labels
 from reuseport.kernel import sockets as kernel
 
-BENCH_LABEL = "io.reuseport.bench"
-RUN_LABEL = "io.reuseport.bench.run"
-NAMES = ("reuseport", "manual", "nginx", "haproxy", "limit", "single")
+NAMES = SETUP_ORDER  # every setup, in the order they are started and shown
 BINARIES = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy"}
 # Debian's packages ship a service that postinst would start (nginx on :80); its pidfile.
 SERVICE_PIDFILES = {"nginx": Path("/run/nginx.pid"), "haproxy": Path("/run/haproxy.pid")}
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 READY_TIMEOUT_S = 60.0
-_DEFERRED = (signal.SIGINT, signal.SIGTERM)
 FD_LIMIT = 16384  # 1024 client + 1024 upstream connections per proxy, with room to spare
 
 
@@ -214,66 +211,44 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-class _Bench:
-    """Everything one run starts, and its removal."""
+def _wait(what: str, ready: Callable[[], bool], alive: Callable[[], None] = lambda: None) -> None:
+    """Until ``ready()``; ``alive()`` raises if what is awaited has died meanwhile."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not ready():
+        alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready within {READY_TIMEOUT_S:g} s")
+        time.sleep(0.05)
 
-    def __init__(self, image: str, replicas: int, work: Path) -> None:
-        self.image, self.replicas, self.work = image, replicas, work
-        self.run_id = f"tp-{os.getpid()}-{secrets.token_hex(3)}"
-        self.tool_name = f"bench-{self.run_id}"
-        self.tool_env = {**os.environ, "REUSEPORT_STATE_DIR": str(work / "state")}
-        self.client = docker.from_env(timeout=60)
-        self.client.images.get(image)  # fail early and clearly (no registry to pull from)
-        self.proxies: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-        self.tool_started = False
 
-    def wait(self, what: str, ready: Callable[[], bool], proxy: str | None = None) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not ready():
-            if proxy is not None and self.proxies[proxy][0].poll() is not None:
-                log = self.proxies[proxy][1].read_text(errors="replace")[-800:]
-                raise RuntimeError(f"{proxy} exited while starting:\n{log}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} not ready within {READY_TIMEOUT_S:g} s")
-            time.sleep(0.05)
+class _Proxies:
+    """nginx and HAProxy as our own foreground children, conf, pid and logs in ``work``."""
 
-    def container(self, port: int, replica: int) -> None:
-        # What the tool does per replica (engine/docker.py): host network, docker-init,
-        # PORT and REPLICA; the app itself sets SO_REUSEPORT.
-        api = self.client.api
-        created = api.create_container(
-            self.image,
-            environment={"PORT": str(port), "REPLICA": str(replica)},
-            labels={BENCH_LABEL: "1", RUN_LABEL: self.run_id},
-            host_config=api.create_host_config(network_mode="host", init=True),
-        )
-        api.start(created["Id"])
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
 
-    def tool_up(self, port: int) -> None:
-        self.tool_started = True  # before the call: a half-done `up` still needs `down`
-        command = [sys.executable, "-m", "reuseport", "up", self.image]
-        command += ["-n", str(self.replicas), "-p", str(port), "--name", self.tool_name, "-d"]
-        done = subprocess.run(
-            command, env=self.tool_env, capture_output=True, text=True, timeout=300
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"reuseport up failed ({done.returncode}): {done.stderr[-800:]}")
+    def alive(self, name: str) -> None:
+        process, log = self.running[name]
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-800:]
+            raise RuntimeError(f"{name} exited while starting:\n{tail}")
 
-    def proxy(self, name: str, command: list[str]) -> None:
+    def start(self, name: str, command: list[str]) -> None:
         log = self.work / name / "output.log"
         with open(log, "wb") as handle:
             # Own session: a terminal's Ctrl-C reaches us, and we stop the proxy in order.
             process = subprocess.Popen(
                 command, stdout=handle, stderr=handle, start_new_session=True
             )
-        self.proxies[name] = (process, log)
+        self.running[name] = (process, log)
 
     def nginx(self, port: int, backends: list[int]) -> None:
         tmp = self.work / "nginx"
         tmp.mkdir()
         (tmp / "nginx.conf").write_text(nginx_conf(port, backends, tmp))
         directives = f"daemon off; pid {tmp}/nginx.pid;"
-        self.proxy(
+        self.start(
             "nginx",
             ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")]
             + ["-g", directives],
@@ -283,33 +258,17 @@ class _Bench:
         tmp = self.work / "haproxy"
         tmp.mkdir()
         (tmp / "haproxy.cfg").write_text(haproxy_cfg(port, backends))
-        self.proxy("haproxy", ["haproxy", "-db", "-f", str(tmp / "haproxy.cfg")])
+        self.start("haproxy", ["haproxy", "-db", "-f", str(tmp / "haproxy.cfg")])
 
-    def close(self) -> list[str]:
-        """Remove everything; each step runs even if an earlier one failed."""
-        steps: list[tuple[str, Callable[[], object]]] = [
-            (f"stop {name}", partial(_stop_process, process))
-            for name, (process, _log) in self.proxies.items()
-        ]
-        if self.tool_started:
-            down = [sys.executable, "-m", "reuseport", "down", self.tool_name]
-            run = partial(subprocess.run, env=self.tool_env, capture_output=True, check=True)
-            steps.append(("reuseport down", partial(run, down, timeout=120)))
-        # By label as well: whatever `down` missed, and our hand-started containers.
-        for label in (f"{RUN_LABEL}={self.run_id}", f"{labels.SERVICE}={self.tool_name}"):
-            steps.append((f"remove {label}", partial(self._remove, label)))
-        steps.append(("docker client", self.client.close))
+    def stop_all(self) -> list[str]:
+        """Stop every proxy; each is stopped even if an earlier one failed to."""
         problems: list[str] = []
-        for what, action in steps:
+        for name, (process, _log) in self.running.items():
             try:
-                action()
+                _stop_process(process)
             except Exception as exc:  # keep tearing down; reported at the end
-                problems.append(f"{what}: {exc}")
+                problems.append(f"stop {name}: {exc}")
         return problems
-
-    def _remove(self, label: str) -> None:
-        for container in self.client.containers.list(all=True, filters={"label": label}):
-            container.remove(force=True)
 
 
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -325,26 +284,23 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # orphaned workers, if any
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """A second Ctrl-C or SIGTERM during teardown must not abort it half way: hold them,
-    and raise KeyboardInterrupt after teardown if one came and nothing else is raising."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    saved = {s: signal.signal(s, lambda n, _f: caught.append(n)) for s in _DEFERRED}
-    in_flight = sys.exc_info()[1] is not None
+def _close(bench: Bench, proxies: _Proxies) -> list[str]:
+    """Remove everything; each step runs even if an earlier one failed."""
+    problems = proxies.stop_all()
     try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-    if caught and not in_flight:
-        raise KeyboardInterrupt
+        problems += [f"left behind: {what}" for what in bench.cleanup()]
+    except Exception as exc:  # keep tearing down; reported at the end
+        problems.append(f"cleanup: {exc}")
+    try:
+        bench.client.close()
+    except Exception as exc:
+        problems.append(f"docker client: {exc}")
+    return problems
 
 
-def _start(bench: _Bench, wanted: list[str], ports: Iterator[int]) -> dict[str, Setup]:
+def _start(
+    bench: Bench, proxies: _Proxies, wanted: list[str], ports: Iterator[int]
+) -> dict[str, Setup]:
     n = bench.replicas
     started: dict[str, Setup] = {}
 
@@ -353,30 +309,31 @@ def _start(bench: _Bench, wanted: list[str], ports: Iterator[int]) -> dict[str, 
 
     if "reuseport" in wanted:
         port = next(ports)
-        bench.tool_up(port)  # returns once the kernel shows every replica listening
-        bench.wait("reuseport replicas", listening(port, n))
+        bench.start_reuseport(port)  # returns once the kernel shows every replica listening
+        _wait("reuseport replicas", listening(port, n))
         started["reuseport"] = RunningSetup(
             "reuseport", f"{n} replicas on one port (the tool)", port
         )
     if "manual" in wanted:
         port = next(ports)
         for index in range(1, n + 1):
-            bench.container(port, index)
-        bench.wait("hand-started replicas", listening(port, n))
+            bench.start_container(port, index)
+        _wait("hand-started replicas", listening(port, n))
         started["manual"] = RunningSetup("manual", f"{n} replicas on one port (docker run)", port)
     backends: list[int] = []
     if any(name in wanted for name in ("nginx", "haproxy", "limit")):
         backends = [next(ports) for _ in range(n)]
         for index, backend in enumerate(backends, 1):
-            bench.container(backend, index)
+            bench.start_container(backend, index)
         for backend in backends:
-            bench.wait(f"backend :{backend}", listening(backend, 1))
+            _wait(f"backend :{backend}", listening(backend, 1))
     for name, label in (("nginx", "nginx"), ("haproxy", "HAProxy")):
         if name in wanted:
             port = next(ports)
-            getattr(bench, name)(port, backends)
-            bench.wait(name, listening(port, 1), proxy=name)
-            bench.wait(name, partial(_http_ok, f"http://127.0.0.1:{port}/"), proxy=name)
+            getattr(proxies, name)(port, backends)
+            alive = partial(proxies.alive, name)
+            _wait(name, listening(port, 1), alive)
+            _wait(name, partial(_http_ok, f"http://127.0.0.1:{port}/"), alive)
             started[name] = RunningSetup(name, f"{label} in front of {n} ports", port)
     if "limit" in wanted:
         started["limit"] = RunningSetup(
@@ -384,8 +341,8 @@ def _start(bench: _Bench, wanted: list[str], ports: Iterator[int]) -> dict[str, 
         )
     if "single" in wanted:
         port = next(ports)
-        bench.container(port, 1)
-        bench.wait("single replica", listening(port, 1))
+        bench.start_container(port, 1)
+        _wait("single replica", listening(port, 1))
         started["single"] = RunningSetup("single", "one replica alone", port)
     return {name: started[name] for name in wanted}
 
@@ -405,13 +362,24 @@ def running_setups(
     backends = replicas if {"nginx", "haproxy", "limit"} & set(wanted) else 0
     ports = iter(free_ports(base_port, singles + backends))
     work = Path(tempfile.mkdtemp(prefix="reuseport-throughput-"))
-    bench: _Bench | None = None
+    config = BenchConfig(
+        # The pid last: Bench.cleanup_stale() of a later run reads the owner from it.
+        name=f"bench-tp-{secrets.token_hex(3)}-{os.getpid()}",
+        state_dir=work / "state",
+        image=image,
+        replicas=replicas,
+        first_port=base_port,
+        ready_timeout_s=READY_TIMEOUT_S,
+    )
+    bench: Bench | None = None
+    proxies = _Proxies(work)
     try:
-        bench = _Bench(image, replicas, work)
-        yield _start(bench, wanted, ports)
+        bench = Bench(config, docker.from_env(timeout=60), progress=lambda line: None)
+        bench.check_images()  # fail early and clearly (no registry to pull from)
+        yield _start(bench, proxies, wanted, ports)
     finally:
-        with _signals_deferred():
-            problems = bench.close() if bench is not None else []
+        with signals_held():
+            problems = _close(bench, proxies) if bench is not None else proxies.stop_all()
             shutil.rmtree(work, ignore_errors=True)
         if problems:
             print("loadtest: teardown: " + "; ".join(problems), file=sys.stderr)

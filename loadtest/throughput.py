@@ -14,10 +14,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
-from typing import Any
 
 from loadtest import shares, wrk
+from loadtest.harness import jsonable
+from loadtest.harness.results import SetupFigures, ShareFigures, ThroughputResult
 from loadtest.setups import NAMES, Setup, ensure_packages, running_setups
 
 PAUSE_S = 1.0  # lets TIME_WAIT sockets and the previous run's backlog settle between runs
@@ -32,30 +32,30 @@ def _measure(setup: Setup, connections: int, duration_s: float) -> wrk.WrkResult
     return wrk.run_wrk(urls[0], connections, duration_s, threads=2)
 
 
-def _summary(description: str, results: list[wrk.WrkResult]) -> dict[str, Any]:
-    return {
-        "description": description,
-        "rps": round(statistics.median(r.rps for r in results), 1),
-        "p50_ms": round(statistics.median(r.p50_ms for r in results), 3),
-        "p99_ms": round(statistics.median(r.p99_ms for r in results), 3),
-        "errors": sum(r.errors for r in results),
-        "runs": [asdict(r) for r in results],
-    }
+def _summary(description: str, results: list[wrk.WrkResult]) -> SetupFigures:
+    return SetupFigures(
+        description=description,
+        rps=round(statistics.median(r.rps for r in results), 1),
+        p50_ms=round(statistics.median(r.p50_ms for r in results), 3),
+        p99_ms=round(statistics.median(r.p99_ms for r in results), 3),
+        errors=sum(r.errors for r in results),
+        runs=list(results),
+    )
 
 
 def _shares(
     running: dict[str, Setup], replicas: int, counts: tuple[int, ...]
-) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
+) -> dict[str, dict[str, ShareFigures]]:
+    found: dict[str, dict[str, ShareFigures]] = {}
     for count in counts:
         found[str(count)] = {}
         for name in SHARE_SETUPS:
             if name in running:
                 per = shares.connection_shares(running[name].port, count)
-                found[str(count)][name] = {
-                    "per_replica": dict(sorted(per.items(), key=lambda kv: int(kv[0]))),
-                    "max_over_min": shares.max_over_min(per, replicas),
-                }
+                found[str(count)][name] = ShareFigures(
+                    per_replica=dict(sorted(per.items(), key=lambda kv: int(kv[0]))),
+                    max_over_min=shares.max_over_min(per, replicas),
+                )
                 time.sleep(PAUSE_S)
     return found
 
@@ -69,7 +69,7 @@ def run_throughput(
     connections: int,
     share_connections: tuple[int, ...] = (64, 1024),
     progress: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> ThroughputResult:
     runs: dict[str, list[wrk.WrkResult]] = {name: [] for name in NAMES}
     with running_setups(image, replicas, base_port, NAMES) as running:
         progress("throughput: " + ", ".join(f"{n} :{s.port}" for n, s in running.items()))
@@ -88,15 +88,15 @@ def run_throughput(
                 time.sleep(PAUSE_S)
         measured_shares = _shares(running, replicas, share_connections)
         descriptions = {name: setup.description for name, setup in running.items()}
-    return {
-        "replicas": replicas,
-        "connections": connections,
-        "duration_s": duration_s,
-        "repeats": repeats,
-        "tool": wrk.version(),
-        "setups": {name: _summary(descriptions[name], runs[name]) for name in NAMES},
-        "shares": measured_shares,
-    }
+    return ThroughputResult(
+        replicas=replicas,
+        connections=connections,
+        duration_s=duration_s,
+        repeats=repeats,
+        tool=wrk.version(),
+        setups={name: _summary(descriptions[name], runs[name]) for name in NAMES},
+        shares=measured_shares,
+    )
 
 
 if __name__ == "__main__":
@@ -119,4 +119,4 @@ if __name__ == "__main__":
         args.connections,
         progress=lambda line: print(line, file=sys.stderr, flush=True),  # stdout: JSON only
     )
-    print(json.dumps(figures, indent=1))
+    print(json.dumps(jsonable.to_json(figures), indent=1))

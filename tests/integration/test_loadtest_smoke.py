@@ -72,6 +72,11 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
             "unhealthy_s",
         ):
             assert figures[key] is None or figures[key] > 0, (name, key)
+    # reuseport must have replaced the hung replica within the smoke run's 8 s of load (its
+    # hang window is 5 s): a successor listened and the hung replica's listener was closed.
+    ours = hang["setups"]["reuseport"]
+    for key in ("successor_listening_s", "stopped_listener_gone_s"):
+        assert ours[key] is not None and ours[key] > 0, ("reuseport did not replace it", key)
     assert isinstance(hang["setups"]["reuseport"]["replacements"], dict)
     assert isinstance(hang["setups"]["docker"]["restart_count"], int)
     assert any(c["name"].startswith("hang: ") for c in data["checks"])
@@ -82,7 +87,11 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
 
     # Nothing left behind: containers, proxies, listeners on the ports it used.
     assert {c.id for c in docker_client.containers.list(all=True)} <= before
-    leftovers = subprocess.run(["pgrep", "-x", "nginx|haproxy|locust|wrk"], capture_output=True)
+    # One name per pgrep: -x with a pattern longer than 15 characters matches nothing.
+    leftovers = b"".join(
+        subprocess.run(["pgrep", "-x", name], capture_output=True).stdout
+        for name in ("nginx", "haproxy", "locust", "wrk")
+    )
     assert (Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()) == migrate_before
-    assert leftovers.stdout == b""
+    assert leftovers == b""
     assert all(not kernel.listening_inodes(port) for port in range(18600, 18900, 1))

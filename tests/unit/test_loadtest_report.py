@@ -1,9 +1,17 @@
 """The benchmark's report: ratios, checks and table come only from the measurements."""
 
+import json
 from pathlib import Path
 from typing import Any
 
 from loadtest import report
+from loadtest.harness.results import LoadtestResults
+
+
+def typed(data: dict[str, Any]) -> LoadtestResults:
+    """The measurements as the parts return them (read back as from a results.json)."""
+    return LoadtestResults.from_json(data)
+
 
 RESULTS = {
     "machine": {"date": "2026-11-29", "cores": 2, "kernel": "6.1", "docker": "20.10"},
@@ -64,13 +72,13 @@ RESULTS = {
 
 
 def test_ratios_divide_reuseport_by_each_setup() -> None:
-    ratios = report.ratios(RESULTS)
+    ratios = report.ratios(typed(RESULTS))
     assert ratios["nginx"] == {"rps": 2.8, "p99": 0.5}
     assert ratios["reuseport"] == {"rps": 1.0, "p99": 1.0}
 
 
 def test_checks_report_met_and_short_without_changing_figures() -> None:
-    found = {c.name: c.met for c in report.checks(RESULTS)}
+    found = {c.name: c.met for c in report.checks(typed(RESULTS))}
     assert found["reuseport req/s vs nginx"] is True
     assert found["reuseport req/s vs HAProxy"] is False  # 2.0 < 2.3: reported SHORT
     assert found["tool-managed vs hand-started replicas (req/s)"] is True
@@ -79,11 +87,22 @@ def test_checks_report_met_and_short_without_changing_figures() -> None:
 
 
 def test_write_produces_json_markdown_and_charts(tmp_path: Path) -> None:
-    written = report.write(RESULTS, tmp_path)
+    written = report.write(typed(RESULTS), tmp_path)
     assert {p.name for p in written} == {"results.json", "results.md", "setups.png", "chaos.png"}
     table = (tmp_path / "results.md").read_text()
     assert "| nginx: proxy | 25,000 |" in table
     assert "SHORT: reuseport req/s vs HAProxy: 2.00 (expected >= 2.3)" in table
+
+
+def test_results_json_reads_back_to_the_same_table(tmp_path: Path) -> None:
+    results = typed(_with_hang())
+    report.write(results, tmp_path)
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["hang"]["setups"]["docker"]["restart_count"] == 0
+    assert "replacements" not in written["hang"]["setups"]["docker"]  # reuseport only
+    back = LoadtestResults.from_json(written)
+    assert back == results
+    assert report.markdown(back) == (tmp_path / "results.md").read_text()
 
 
 def test_readme_block_is_replaced_between_markers(tmp_path: Path) -> None:
@@ -149,7 +168,7 @@ def _with_hang(**reuseport: Any) -> dict[str, Any]:
 
 
 def test_hang_checks_compare_failures_and_the_replacement_time() -> None:
-    found = {c.name: c for c in report.checks(_with_hang())}
+    found = {c.name: c for c in report.checks(typed(_with_hang()))}
     fewer = found["hang: reuseport failed requests < Docker HEALTHCHECK + restart always"]
     assert fewer.met and fewer.detail == "21 vs 160"
     in_time = found["hang: reuseport replaced the stopped replica within its hang window + 3 s"]
@@ -160,20 +179,21 @@ def test_hang_checks_compare_failures_and_the_replacement_time() -> None:
 
 def test_hang_checks_are_short_when_reuseport_fails_more_or_never_replaces() -> None:
     found = {
-        c.name: c.met for c in report.checks(_with_hang(failures=160, stopped_listener_gone_s=None))
+        c.name: c.met
+        for c in report.checks(typed(_with_hang(failures=160, stopped_listener_gone_s=None)))
     }
     assert found["hang: reuseport failed requests < Docker HEALTHCHECK + restart always"] is False
     assert (
         found["hang: reuseport replaced the stopped replica within its hang window + 3 s"] is False
     )
-    late = {c.name: c.met for c in report.checks(_with_hang(successor_listening_s=8.5))}
+    late = {c.name: c.met for c in report.checks(typed(_with_hang(successor_listening_s=8.5)))}
     assert (
         late["hang: reuseport replaced the stopped replica within its hang window + 3 s"] is False
     )
 
 
 def test_hang_table_puts_both_setups_side_by_side(tmp_path: Path) -> None:
-    written = report.write(_with_hang(), tmp_path)
+    written = report.write(typed(_with_hang()), tmp_path)
     assert "hang.png" in {p.name for p in written}
     table = (tmp_path / "results.md").read_text()
     assert "net.ipv4.tcp_migrate_req=1 for this part (was 0, restored after)" in table
@@ -189,11 +209,11 @@ def test_hang_table_puts_both_setups_side_by_side(tmp_path: Path) -> None:
     assert "reuseport 21 timed out; docker 158 timed out, 2 ConnectionResetError(104)" in table
     # The other parts' lines are all still there, in the same order.
     remaining = iter(table.splitlines())
-    assert all(line in remaining for line in report.markdown(RESULTS).splitlines())
+    assert all(line in remaining for line in report.markdown(typed(RESULTS)).splitlines())
 
 
 def test_hang_skipped_or_absent() -> None:
-    assert "Hung replica" not in report.markdown(RESULTS)
-    skipped = report.markdown({**RESULTS, "hang": {"skipped": "no tcp_migrate_req"}})
+    assert "Hung replica" not in report.markdown(typed(RESULTS))
+    skipped = report.markdown(typed({**RESULTS, "hang": {"skipped": "no tcp_migrate_req"}}))
     assert "Hung replica: skipped (no tcp_migrate_req)." in skipped
-    assert not any(c.name.startswith("hang:") for c in report.checks(RESULTS))
+    assert not any(c.name.startswith("hang:") for c in report.checks(typed(RESULTS)))

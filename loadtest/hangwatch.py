@@ -1,0 +1,95 @@
+"""The hang part's victim and what it watches after the SIGSTOP: the port (sock_diag) every
+20 ms, the stopped process, and on the Docker side the container's health status."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker.errors
+
+from loadtest.harness.bench import Bench
+from reuseport.kernel import sockets as kernel
+
+POLL_S = 0.02
+HEALTH_POLL_S = 0.1  # an API round trip; Docker changes the status at most once a check
+
+
+@dataclass(frozen=True)
+class Victim:
+    """The replica that is stopped: its container, listening host process and socket."""
+
+    container_id: str
+    pid: int
+    inode: int
+
+
+@dataclass
+class Watch:
+    """What the kernel (and Docker) showed after the SIGSTOP; seconds since it, or None."""
+
+    successor_listening_s: float | None = None
+    stopped_listener_gone_s: float | None = None
+    stopped_process_gone_s: float | None = None
+    unhealthy_s: float | None = None
+    listening_min: int = 0
+    listening_max: int = 0
+    stopped_accept_queue_max: int = 0
+
+
+def find_victim(bench: Bench, setup: str, index: int) -> Victim:
+    """Replica ``index``'s listening host process, from the kernel (its container's socket)."""
+    if setup == "reuseport":
+        port = bench.rp_port
+        cid = bench.rp_container(index)
+    else:
+        port = bench.dk_port
+        cid = bench.dk_containers[index - 1].id
+    listener = bench.listener_of(port, cid)
+    return Victim(cid, listener.pids[0], listener.inode)
+
+
+def _process_gone(pid: int) -> bool:
+    """Exited or a zombie (a stopped process is neither: state T)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 :].startswith(("Z", "X"))
+
+
+def watch_port(
+    port: int,
+    victim: Victim,
+    before: set[int],
+    t0: float,
+    duration_s: float,
+    health: Callable[[], str] | None,
+) -> Watch:
+    """Poll the port (sock_diag) every POLL_S until ``duration_s`` after ``t0``."""
+    watch = Watch(listening_min=len(before), listening_max=len(before))
+    next_health = t0
+    while (now := time.perf_counter()) < t0 + duration_s:
+        sockets = kernel.listening_inodes(port)
+        since = time.perf_counter() - t0
+        watch.listening_min = min(watch.listening_min, len(sockets))
+        watch.listening_max = max(watch.listening_max, len(sockets))
+        if watch.successor_listening_s is None and sockets.keys() - before:
+            watch.successor_listening_s = since
+        if victim.inode in sockets:
+            queue = sockets[victim.inode][3]
+            watch.stopped_accept_queue_max = max(watch.stopped_accept_queue_max, queue)
+        elif watch.stopped_listener_gone_s is None:
+            watch.stopped_listener_gone_s = since
+        if watch.stopped_process_gone_s is None and _process_gone(victim.pid):
+            watch.stopped_process_gone_s = since
+        if health is not None and watch.unhealthy_s is None and now >= next_health:
+            with contextlib.suppress(docker.errors.APIError):
+                if health() == "unhealthy":
+                    watch.unhealthy_s = time.perf_counter() - t0
+            next_health = now + HEALTH_POLL_S
+        time.sleep(POLL_S)
+    return watch
