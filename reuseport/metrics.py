@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from reuseport.apply import death_kind
 from reuseport.errors import InvalidSpec, PortConflict
 from reuseport.health import HealthState
-from reuseport.reconciler import death_kind
 from reuseport.status import ReplicaStatus, ServiceStatus
 from reuseport.supervisor import Supervisor
 
