@@ -230,7 +230,9 @@ def _port(port: int, held: list[_Held], engine_answers: bool) -> list[Finding]:
         return [Finding(check, "ok", f"port {port} is free")]
     findings: list[Finding] = []
     ours: dict[str, list[str]] = {}
-    for entry in held:
+    # Replicas in index order (the kernel lists sockets in no particular order).
+    by_index = sorted(held, key=lambda e: (e.replica is None, e.replica.index if e.replica else 0))
+    for entry in by_index:
         listener, replica, owner = entry.listener, entry.replica, entry.verdict.owner
         if replica is not None:
             pid = owner.pid or replica.pid
