@@ -45,7 +45,9 @@ def service_status(done: PassResult, by: Publisher, now: float, wall: float) -> 
     times become epoch seconds so other processes read them right."""
 
     def epoch(monotonic: float | None) -> float | None:
-        return None if monotonic is None else wall + (monotonic - now)
+        # Rounded: the two clocks are read a moment apart, and an unrounded value would
+        # differ on every pass and rewrite the status file each time.
+        return None if monotonic is None else round(wall + (monotonic - now), 1)
 
     port = done.port
     total = port.connections
