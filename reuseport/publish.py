@@ -45,9 +45,7 @@ def service_status(done: PassResult, by: Publisher, now: float, wall: float) -> 
     times become epoch seconds so other processes read them right."""
 
     def epoch(monotonic: float | None) -> float | None:
-        # Rounded: the two clocks are read a moment apart, and an unrounded value would
-        # differ on every pass and rewrite the status file each time.
-        return None if monotonic is None else round(wall + (monotonic - now), 1)
+        return None if monotonic is None else wall + (monotonic - now)
 
     port = done.port
     total = port.connections
