@@ -4,9 +4,11 @@ In one run on this machine, with the same demo image and replica count: throughp
 latency of reuseport against nginx, HAProxy, the no-hop "limit" and a single replica (wrk),
 the kernel's per-replica share of connections, a chaos run under locust load, a rollout, a
 scale-out, and a hung (SIGSTOPped) replica under load: reuseport's hang detection against
-Docker's HEALTHCHECK with --restart always. Writes results.json, results.md and PNG charts
-to --out; --update-readme puts the table into README.md. --smoke runs every part for a few
-seconds (CI uses it so the benchmark never rots; its figures mean nothing).
+Docker's HEALTHCHECK with --restart always, and a fault suite (replica, supervisor,
+state-file and start-up faults and a soak, each under locust load). Writes results.json,
+results.md and PNG charts to --out; --update-readme puts the table into README.md. --smoke
+runs every part for a few seconds (CI uses it so the benchmark never rots; its figures mean
+nothing).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from loadtest.harness.signals import sigterm_as_interrupt
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = ("reuseport-demo:latest", "reuseport:latest")
-PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang")
+PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang", "faults")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=20,
         help="seconds of load after a replica is SIGSTOPped, per setup (20)",
+    )
+    parser.add_argument(
+        "--faults", type=int, default=100, help="random replica faults in the faults part (100)"
+    )
+    parser.add_argument(
+        "--soak", type=float, default=120, help="seconds of churn in the faults part's soak (120)"
     )
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run ({','.join(PARTS)})")
     parser.add_argument("--base-port", type=int, default=18100, help="first port used (18100)")
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     parts = args.only.split(",")
     require_images()
-    from loadtest import chaos, hang, rolling, scaleout, setups, throughput
+    from loadtest import chaos, faults, hang, rolling, scaleout, setups, throughput
 
     setups.ensure_packages(["wrk", "nginx", "haproxy"])
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -187,6 +195,20 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 progress=say,
                 # The smoke run needs the shape, not a steady load: every user runs already.
                 warmup_s=1.0 if args.smoke else hang.WARMUP_S,
+            )
+        if "faults" in parts:
+            say("faults: replica, supervisor, state-file and start-up faults and a soak")
+            results.faults = faults.run_faults(
+                image,
+                args.replicas,
+                args.base_port + 300,
+                args.users,
+                Path(work),
+                smoke=args.smoke,
+                random_faults=args.faults,
+                soak_s=args.soak,
+                supervisor_kills=10,
+                progress=say,
             )
     results.elapsed_s = round(time.monotonic() - started, 1)
     written = report.write(results, args.out)

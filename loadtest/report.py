@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest import charts
+from loadtest import charts, faultreport
 from loadtest.harness.results import (
     SETUP_ORDER,
     HangFigures,
@@ -108,6 +108,8 @@ def checks(results: LoadtestResults) -> list[Check]:
             )
     if results.hang:
         found += _hang_checks(results.hang)
+    if results.faults:
+        found += [Check(*check) for check in faultreport.checks(results.faults)]
     return found
 
 
@@ -306,6 +308,8 @@ def markdown(results: LoadtestResults) -> str:
         ]
     if results.hang:
         lines += _hang_lines(results.hang)
+    if results.faults:
+        lines += faultreport.lines(results.faults)
     found = checks(results)
     if found:
         lines += ["", "Expectations:", ""]

@@ -56,8 +56,7 @@ def _in_a_row(ctx: FaultContext, count: int) -> FaultScenario:
     with ctx.scenario(
         "supervisor kill",
         "supervisor",
-        f"{count} SIGKILLs of the detached supervisor in a row, each once its successor "
-        "published",
+        f"{count} SIGKILLs of the detached supervisor in a row, each once its successor published",
     ) as scenario:
         before = scenario.replica_ids()
         for number in range(1, count + 1):
