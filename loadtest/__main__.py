@@ -120,6 +120,22 @@ def require_images() -> None:
         client.close()
 
 
+def carry_over(results: LoadtestResults, previous_json: Path, parts: list[str]) -> None:
+    """Parts not run now keep their figures from the previous results.json (same kind of
+    run: smoke or full), so `--only X --update-readme` does not drop the others' table."""
+    if not previous_json.exists():
+        return
+    previous = LoadtestResults.from_json(json.loads(previous_json.read_text()))
+    if previous.smoke != results.smoke:
+        return
+    for part in PARTS:
+        if part not in parts and getattr(previous, part) is not None:
+            setattr(results, part, getattr(previous, part))
+            results.carried_over.append(part)
+    if results.carried_over:
+        results.carried_from = previous.carried_from or previous.machine.date
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM cleans up like Ctrl-C: every part tears down in its finally.
@@ -211,6 +227,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 progress=say,
             )
     results.elapsed_s = round(time.monotonic() - started, 1)
+    carry_over(results, args.out / "results.json", parts)
     written = report.write(results, args.out)
     # The table from what results.json says, so the two can never disagree.
     written_back = json.loads((args.out / "results.json").read_text())

@@ -231,7 +231,13 @@ def markdown(results: LoadtestResults) -> str:
         f"Measured {machine.date} on {machine.cores if machine.cores is not None else '?'} "
         f"cores, kernel {machine.kernel}, Docker {machine.docker}"
         + (" (SMOKE run: figures are not meaningful)" if results.smoke else "")
-        + f", with `{results.command}`.",
+        + f", with `{results.command}`"
+        + (
+            f"; {', '.join(results.carried_over)} carried over from the run of "
+            f"{results.carried_from}."
+            if results.carried_over
+            else "."
+        ),
         "",
     ]
     if tp:

@@ -322,6 +322,9 @@ class LoadtestResults:
     scaleout: ScaleoutResult | None = field(default=None, metadata=OMIT_NONE)
     hang: HangResult | None = field(default=None, metadata=OMIT_NONE)
     faults: FaultsResult | None = field(default=None, metadata=OMIT_NONE)
+    # Parts this run did not run, kept from the previous results.json (and its date).
+    carried_over: list[str] = field(default_factory=list)
+    carried_from: str | None = field(default=None, metadata=OMIT_NONE)
     elapsed_s: float | None = field(default=None, metadata=OMIT_NONE)
 
     def to_json(self) -> dict[str, Any]:

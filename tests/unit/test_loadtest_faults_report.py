@@ -5,7 +5,12 @@ from typing import Any
 
 from loadtest import faultreport, report
 from loadtest.faults.common import Fault, Scenario
-from loadtest.harness.results import FaultScenario, FaultsResult, LoadtestResults
+from loadtest.harness.results import (
+    FaultScenario,
+    FaultsResult,
+    LoadtestResults,
+    ScaleoutResult,
+)
 
 
 def scenario(**figures: Any) -> dict[str, Any]:
@@ -108,3 +113,20 @@ def test_failures_belong_to_a_fault_only_on_its_replica_and_window() -> None:
     assert owner._owner({"t": 100.5, "replica": "3"}) is None  # another replica's
     assert owner._owner({"t": 102.5, "replica": "2"}) is None  # after the window
     assert owner._owner({"t": 200.5, "replica": None}) is None  # the tool's own fault
+
+
+def test_a_partial_run_keeps_the_other_parts_of_the_previous_results(tmp_path: Path) -> None:
+    from loadtest.__main__ import carry_over
+
+    previous = results(scenario())
+    previous.scaleout = ScaleoutResult(replicas=16, seconds=2.5)
+    report.write(previous, tmp_path)
+    now = LoadtestResults(command="loadtest/run --only faults")
+    now.faults = FaultsResult(replicas=4)
+    carry_over(now, tmp_path / "results.json", ["faults"])
+    assert now.carried_over == ["scaleout"] and now.scaleout is not None
+    assert now.faults.replicas == 4 and now.faults.scenarios == []  # this run's own part
+    assert "scaleout carried over from the run of 2026-11-29." in report.markdown(now)
+    smoke = LoadtestResults(smoke=True)
+    carry_over(smoke, tmp_path / "results.json", ["faults"])
+    assert smoke.carried_over == []  # a smoke run never mixes with a full one
