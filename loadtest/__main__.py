@@ -4,9 +4,11 @@ In one run on this machine, with the same demo image and replica count: throughp
 latency of reuseport against nginx, HAProxy, the no-hop "limit" and a single replica (wrk),
 the kernel's per-replica share of connections, a chaos run under locust load, a rollout, a
 scale-out, and a hung (SIGSTOPped) replica under load: reuseport's hang detection against
-Docker's HEALTHCHECK with --restart always. Writes results.json, results.md and PNG charts
-to --out; --update-readme puts the table into README.md. --smoke runs every part for a few
-seconds (CI uses it so the benchmark never rots; its figures mean nothing).
+Docker's HEALTHCHECK with --restart always, and a fault suite (replica, supervisor,
+state-file and start-up faults and a soak, each under locust load). Writes results.json,
+results.md and PNG charts to --out; --update-readme puts the table into README.md. --smoke
+runs every part for a few seconds (CI uses it so the benchmark never rots; its figures mean
+nothing).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from loadtest.harness.signals import sigterm_as_interrupt
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = ("reuseport-demo:latest", "reuseport:latest")
-PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang")
+PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang", "faults")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=20,
         help="seconds of load after a replica is SIGSTOPped, per setup (20)",
+    )
+    parser.add_argument(
+        "--faults", type=int, default=100, help="random replica faults in the faults part (100)"
+    )
+    parser.add_argument(
+        "--soak", type=float, default=120, help="seconds of churn in the faults part's soak (120)"
     )
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run ({','.join(PARTS)})")
     parser.add_argument("--base-port", type=int, default=18100, help="first port used (18100)")
@@ -112,6 +120,22 @@ def require_images() -> None:
         client.close()
 
 
+def carry_over(results: LoadtestResults, previous_json: Path, parts: list[str]) -> None:
+    """Parts not run now keep their figures from the previous results.json (same kind of
+    run: smoke or full), so `--only X --update-readme` does not drop the others' table."""
+    if not previous_json.exists():
+        return
+    previous = LoadtestResults.from_json(json.loads(previous_json.read_text()))
+    if previous.smoke != results.smoke:
+        return
+    for part in PARTS:
+        if part not in parts and getattr(previous, part) is not None:
+            setattr(results, part, getattr(previous, part))
+            results.carried_over.append(part)
+    if results.carried_over:
+        results.carried_from = previous.carried_from or previous.machine.date
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM cleans up like Ctrl-C: every part tears down in its finally.
@@ -122,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     parts = args.only.split(",")
     require_images()
-    from loadtest import chaos, hang, rolling, scaleout, setups, throughput
+    from loadtest import chaos, faults, hang, rolling, scaleout, setups, throughput
 
     setups.ensure_packages(["wrk", "nginx", "haproxy"])
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -188,7 +212,22 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 # The smoke run needs the shape, not a steady load: every user runs already.
                 warmup_s=1.0 if args.smoke else hang.WARMUP_S,
             )
+        if "faults" in parts:
+            say("faults: replica, supervisor, state-file and start-up faults and a soak")
+            results.faults = faults.run_faults(
+                image,
+                args.replicas,
+                args.base_port + 300,
+                args.users,
+                Path(work),
+                smoke=args.smoke,
+                random_faults=args.faults,
+                soak_s=args.soak,
+                supervisor_kills=10,
+                progress=say,
+            )
     results.elapsed_s = round(time.monotonic() - started, 1)
+    carry_over(results, args.out / "results.json", parts)
     written = report.write(results, args.out)
     # The table from what results.json says, so the two can never disagree.
     written_back = json.loads((args.out / "results.json").read_text())

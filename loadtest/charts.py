@@ -5,11 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from loadtest.harness.results import SETUP_ORDER, ChaosResult, HangResult, LoadtestResults
+from loadtest.harness.results import (
+    SETUP_ORDER,
+    ChaosResult,
+    FaultsResult,
+    HangResult,
+    LoadtestResults,
+)
 
 
 def draw(results: LoadtestResults, out_dir: Path) -> list[Path]:
-    """setups.png, chaos.png and hang.png, each when its part has figures to draw."""
+    """setups.png, chaos.png, hang.png and faults.png, each when its part has figures to draw."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -31,6 +37,8 @@ def draw(results: LoadtestResults, out_dir: Path) -> list[Path]:
         written.append(_save(plt, _chaos(plt, results.chaos), out_dir / "chaos.png"))
     if results.hang and any(f.throughput for f in results.hang.setups.values()):
         written.append(_save(plt, _hang(plt, results.hang), out_dir / "hang.png"))
+    if results.faults and results.faults.scenarios:
+        written.append(_save(plt, _faults(plt, results.faults), out_dir / "faults.png"))
     return written
 
 
@@ -93,4 +101,27 @@ def _hang(plt: Any, hang: HangResult) -> Any:
     axis.set_ylim(bottom=0)
     axis.set_title("hung replica: throughput, reuseport vs Docker HEALTHCHECK")
     axis.legend(fontsize="small")
+    return fig
+
+
+def _faults(plt: Any, faults: FaultsResult) -> Any:
+    """Per scenario: failed requests (on faulted replicas, other) and reconvergence time."""
+    names = [s.name for s in faults.scenarios]
+    places = range(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    on = [s.failures_on_faulted for s in faults.scenarios]
+    other = [s.failures_other for s in faults.scenarios]
+    left.bar(places, on, color="tab:gray", label="on a faulted replica")
+    left.bar(places, other, bottom=on, color="tab:red", label="other")
+    left.set_title("failed requests per scenario")
+    left.legend(fontsize="small")
+    right.bar(
+        places,
+        [s.reconverge_s or 0 for s in faults.scenarios],
+        color=["tab:blue" if s.converged else "tab:red" for s in faults.scenarios],
+    )
+    right.set_title("slowest reconvergence, s (red: never)")
+    for axis in (left, right):
+        axis.set_xticks(list(places))
+        axis.set_xticklabels(names, rotation=35, ha="right", fontsize="small")
     return fig

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest import charts
+from loadtest import charts, faultreport
 from loadtest.harness.results import (
     SETUP_ORDER,
     HangFigures,
@@ -108,6 +108,8 @@ def checks(results: LoadtestResults) -> list[Check]:
             )
     if results.hang:
         found += _hang_checks(results.hang)
+    if results.faults:
+        found += [Check(*check) for check in faultreport.checks(results.faults)]
     return found
 
 
@@ -229,7 +231,13 @@ def markdown(results: LoadtestResults) -> str:
         f"Measured {machine.date} on {machine.cores if machine.cores is not None else '?'} "
         f"cores, kernel {machine.kernel}, Docker {machine.docker}"
         + (" (SMOKE run: figures are not meaningful)" if results.smoke else "")
-        + f", with `{results.command}`.",
+        + f", with `{results.command}`"
+        + (
+            f"; {', '.join(results.carried_over)} carried over from the run of "
+            f"{results.carried_from}."
+            if results.carried_over
+            else "."
+        ),
         "",
     ]
     if tp:
@@ -306,6 +314,8 @@ def markdown(results: LoadtestResults) -> str:
         ]
     if results.hang:
         lines += _hang_lines(results.hang)
+    if results.faults:
+        lines += faultreport.lines(results.faults)
     found = checks(results)
     if found:
         lines += ["", "Expectations:", ""]

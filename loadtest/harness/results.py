@@ -222,6 +222,82 @@ class HangResult:
     skipped: str | None = field(default=None, metadata=OMIT_NONE)  # why it did not run
 
 
+# --------------------------------------------------------------------------- faults
+
+
+@dataclass
+class FaultFigures:
+    """One injected fault: when, what, on which replica (None: not a replica's), and how
+    long until ``ps --json`` showed every wanted replica ready again (None: never)."""
+
+    t_s: float = 0.0  # since the scenario's load start
+    kind: str = ""
+    replica: int | None = None
+    reconverge_s: float | None = None
+    failures: int = 0  # failed requests attributed to this fault (on its replica)
+
+
+@dataclass
+class ResourceSample:
+    """The detached supervisor's process tree (docker-init and the supervisor) from the host."""
+
+    rss_mb: float = 0.0
+    open_fds: int = 0
+    threads: int = 0
+    cpu_percent: float = 0.0  # over a 1 s window
+
+
+@dataclass
+class SoakFigures:
+    duration_s: float = 0.0
+    start: ResourceSample = field(default_factory=ResourceSample)
+    end: ResourceSample = field(default_factory=ResourceSample)
+    ratio: dict[str, float | None] = field(default_factory=dict)  # end / start per figure
+
+
+@dataclass
+class FaultScenario:
+    """One scenario under locust load on the shared port."""
+
+    name: str = ""
+    group: str = ""
+    description: str = ""
+    faults: list[FaultFigures] = field(default_factory=list)
+    requests: int = 0
+    failures: int = 0
+    failures_on_faulted: int = 0  # in flight on (or queued at) a deliberately faulted replica
+    failures_other: int = 0
+    failures_by_error: dict[str, int] = field(default_factory=dict)
+    running_max: int = 0  # replica containers running at once, sampled every 50 ms
+    running_bound: int = 0  # desired + max surge: running_max must not exceed it
+    creations: int = 0  # replica containers created (engine events)
+    creations_max_per_s: int = 0  # in any 1 s window: a hot loop shows here
+    reconverge_s: float | None = None  # the slowest fault's; None: did not reconverge
+    converged: bool = False  # every fault was followed by all wanted replicas ready
+    app_restarts: int | None = None  # replicas restarted by the tool itself; None: n/a
+    problem: str | None = field(default=None, metadata=OMIT_NONE)  # what ps --json said
+    soak: SoakFigures | None = field(default=None, metadata=OMIT_NONE)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FaultsResult:
+    replicas: int = 0
+    max_surge: int = 1
+    users: int = 0
+    user_classes: list[str] = field(default_factory=list)
+    user_rps: float = 0.0
+    network_timeout_s: float = 0.0
+    random_faults: int = 0
+    soak_s: float = 0.0
+    tcp_migrate_req: int = 1
+    tcp_migrate_req_before: int | None = None
+    tcp_migrate_req_restored: bool = False
+    scenarios: list[FaultScenario] = field(default_factory=list)
+    left_behind: list[str] = field(default_factory=list)
+    skipped: str | None = field(default=None, metadata=OMIT_NONE)
+
+
 # --------------------------------------------------------------------------- the whole run
 
 
@@ -245,6 +321,10 @@ class LoadtestResults:
     rollout: RolloutResult | None = field(default=None, metadata=OMIT_NONE)
     scaleout: ScaleoutResult | None = field(default=None, metadata=OMIT_NONE)
     hang: HangResult | None = field(default=None, metadata=OMIT_NONE)
+    faults: FaultsResult | None = field(default=None, metadata=OMIT_NONE)
+    # Parts this run did not run, kept from the previous results.json (and its date).
+    carried_over: list[str] = field(default_factory=list)
+    carried_from: str | None = field(default=None, metadata=OMIT_NONE)
     elapsed_s: float | None = field(default=None, metadata=OMIT_NONE)
 
     def to_json(self) -> dict[str, Any]:
