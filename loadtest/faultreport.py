@@ -49,13 +49,14 @@ def lines(faults: FaultsResult) -> list[str]:
         if s.soak:
             soak = s.soak
             figures = ", ".join(
-                f"{key} {_num(getattr(soak.start, key), 1)} -> {_num(getattr(soak.end, key), 1)}"
-                f" (x{_num(soak.ratio.get(key), 2)})"
+                f"{key} {_num(getattr(soak.start, key), 1)} -> "
+                f"{_num(getattr(soak.warm, key), 1)} -> {_num(getattr(soak.end, key), 1)}"
+                f" (end/warm x{_num(soak.ratio.get(key), 2)})"
                 for key in ("rss_mb", "open_fds", "threads", "cpu_percent")
             )
             out.append(
-                f"\n- soak ({_num(soak.duration_s)} s of churn), the detached supervisor: "
-                + figures
+                f"\n- soak ({_num(soak.duration_s)} s of churn), the detached supervisor at "
+                "start -> after the warm-up kills -> end: " + figures
             )
         for note in s.notes:
             out.append(f"\n- {s.name}: {note}")
@@ -91,8 +92,8 @@ def checks(faults: FaultsResult) -> list[tuple[str, bool, str]]:
             flat = all(v is not None and v <= SOAK_FLAT for v in grown.values())
             found.append(
                 (
-                    f"faults: soak: the supervisor's RSS, fds and threads flat (end/start "
-                    f"<= {SOAK_FLAT:g})",
+                    f"faults: soak: the supervisor's RSS, fds and threads flat after the "
+                    f"warm-up (end/warm <= {SOAK_FLAT:g})",
                     flat,
                     ", ".join(f"{k} x{_num(v, 2)}" for k, v in s.soak.ratio.items()),
                 )

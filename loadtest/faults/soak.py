@@ -1,9 +1,10 @@
 """Soak: churn under load for ``duration_s`` (a replica killed every ``every_s``, rotating
 the method: ``docker kill``, SIGKILL from the host), with the detached supervisor's
 resources read from the host (psutil on its container's process tree: docker-init and the
-supervisor) at the start and at the end, both in a quiet moment under load: resident
-memory, open file descriptors, threads and CPU% over 1 s. They must stay flat: the report
-gives end / start per figure.
+supervisor) at the start, after the warm-up kills (the first WARMUP_SHARE of the soak, at
+least WARMUP_KILLS: connection pools and worker threads open on first use) and at the end,
+each in a quiet moment under load: resident memory, open file descriptors, threads and
+CPU% over 1 s. They must stay flat after the warm-up: the report gives end / warm.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from loadtest.faults.common import FaultContext, Scenario, container_gone, sleep
 from loadtest.harness.results import FaultScenario, ResourceSample, SoakFigures
 
 QUIET_S = 2.0  # after the last reconvergence, before the end sample
+WARMUP_SHARE = 0.25
+WARMUP_KILLS = 3
 SEED = 11
 
 
@@ -55,26 +58,33 @@ def run_soak(ctx: FaultContext, duration_s: float, every_s: float) -> FaultScena
         start = supervisor_resources(pid)
         began = time.time()
         number = 0
+        warm: ResourceSample | None = None
         while time.time() - began < duration_s:
             _churn(scenario, number, rng.randint(1, ctx.replicas))
             number += 1
+            warmed = time.time() - began >= WARMUP_SHARE * duration_s
+            if warm is None and number >= WARMUP_KILLS and warmed:
+                time.sleep(QUIET_S)
+                warm = supervisor_resources(pid)
             sleep_until(began + number * every_s)
         time.sleep(QUIET_S)
         end = supervisor_resources(pid)
+        warm = warm or start
         if int(scenario.supervisor()["State"]["Pid"]) != pid:
             scenario.note("the supervisor restarted during the soak")
         scenario.result.soak = SoakFigures(
             duration_s=round(time.time() - began, 1),
             start=start,
+            warm=warm,
             end=end,
             ratio={
-                "rss_mb": _ratio(end.rss_mb, start.rss_mb),
-                "open_fds": _ratio(end.open_fds, start.open_fds),
-                "threads": _ratio(end.threads, start.threads),
-                "cpu_percent": _ratio(end.cpu_percent, start.cpu_percent),
+                "rss_mb": _ratio(end.rss_mb, warm.rss_mb),
+                "open_fds": _ratio(end.open_fds, warm.open_fds),
+                "threads": _ratio(end.threads, warm.threads),
+                "cpu_percent": _ratio(end.cpu_percent, warm.cpu_percent),
             },
         )
-        ctx.progress(f"faults: soak: {number} kills; supervisor {start} -> {end}")
+        ctx.progress(f"faults: soak: {number} kills; supervisor {start} -> {warm} -> {end}")
         scenario.result.app_restarts = None  # every replacement is of a killed replica
     return scenario.result
 

@@ -251,8 +251,10 @@ class ResourceSample:
 class SoakFigures:
     duration_s: float = 0.0
     start: ResourceSample = field(default_factory=ResourceSample)
+    # after the warm-up kills: pools and caches that open on first use are open by then
+    warm: ResourceSample = field(default_factory=ResourceSample)
     end: ResourceSample = field(default_factory=ResourceSample)
-    ratio: dict[str, float | None] = field(default_factory=dict)  # end / start per figure
+    ratio: dict[str, float | None] = field(default_factory=dict)  # end / warm per figure
 
 
 @dataclass

@@ -79,7 +79,8 @@ def test_soak_growth_is_short_and_flat_is_met() -> None:
             app_restarts=None,
             soak={
                 "duration_s": 120,
-                "start": {"rss_mb": 40, "open_fds": 12, "threads": 6, "cpu_percent": 3},
+                "start": {"rss_mb": 35, "open_fds": 8, "threads": 4, "cpu_percent": 3},
+                "warm": {"rss_mb": 40, "open_fds": 12, "threads": 6, "cpu_percent": 3},
                 "end": {"rss_mb": 40 * rss_ratio, "open_fds": 12, "threads": 6, "cpu_percent": 9},
                 "ratio": {"rss_mb": rss_ratio, "open_fds": 1.0, "threads": 1.0, "cpu_percent": 3},
             },
@@ -89,7 +90,7 @@ def test_soak_growth_is_short_and_flat_is_met() -> None:
     assert flat.faults is not None and grown.faults is not None
     assert [c[1] for c in faultreport.checks(flat.faults)] == [True, True]  # CPU% not judged
     assert [c[1] for c in faultreport.checks(grown.faults)] == [True, False]
-    assert "rss_mb 40.0 -> 44.0 (x1.10)" in report.markdown(flat)
+    assert "rss_mb 35.0 -> 40.0 -> 44.0 (end/warm x1.10)" in report.markdown(flat)
 
 
 def test_write_draws_the_faults_chart(tmp_path: Path) -> None:
