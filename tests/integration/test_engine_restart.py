@@ -42,7 +42,8 @@ pytestmark = pytest.mark.timeout(420)
 class Dockerd:
     """The running dockerd: restart it, optionally with live-restore changed."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client  # the session's client: its pooled connections must recover
         self.argv = psutil.Process(self.pid()).cmdline()
         self.original = DAEMON_JSON.read_bytes() if DAEMON_JSON.exists() else None
         self.changed = False
@@ -78,6 +79,7 @@ class Dockerd:
                 start_new_session=True,  # like scripts/ensure-docker's setsid: outlives pytest
             )
         wait_for(answers, timeout=60, interval=0.2, what="dockerd answering")
+        wait_for(lambda: pings(self.client), timeout=10, what="the session client reconnected")
 
     def set_live_restore(self, enabled: bool) -> None:
         """Write live-restore into daemon.json (other settings kept) and restart dockerd if
@@ -120,6 +122,13 @@ def answers() -> bool:
         client.close()
 
 
+def pings(client: docker.DockerClient) -> bool:
+    try:
+        return bool(client.ping())
+    except (docker.errors.DockerException, OSError):
+        return False
+
+
 def live_restore_enabled() -> bool:
     client = docker.from_env(timeout=30)
     try:
@@ -130,7 +139,7 @@ def live_restore_enabled() -> bool:
 
 @pytest.fixture
 def dockerd(docker_client: docker.DockerClient) -> Iterator[Dockerd]:
-    engine = Dockerd()
+    engine = Dockerd(docker_client)
     try:
         yield engine
     finally:
