@@ -30,6 +30,7 @@ from reuseport.supervisor import Notify, Supervisor, stop_all
 
 SUPERVISOR_IMAGE = "reuseport:latest"
 SUPERVISOR_START_S = 30.0
+LEASE_RETRY_S = 0.1  # a supervisor container waiting for the lease (the `up` hands it over)
 
 
 @dataclass(frozen=True)
@@ -123,10 +124,13 @@ def start(
         supervisor.bring_up(ready_timeout_s, progress)
         if detach:
             launched = time.time()
-            lease.release()  # the supervisor container takes it over
             supervisor_id = engine.start_supervisor(
                 spec, SUPERVISOR_IMAGE, str(store.root.resolve())
             )
+            # Hand the lease over only now: released before the container exists, another
+            # `up` could take it, see no supervisor and remove ours as stale. The container
+            # retries the lease every LEASE_RETRY_S meanwhile.
+            lease.release()
             _wait_supervising(engine, store, spec.name, supervisor_id, launched)
         else:
             supervisor.lease = lease
@@ -253,7 +257,7 @@ def detached_supervisor(
         if message != said:
             say(message)
             said = message
-        if stop(1.0):
+        if stop(LEASE_RETRY_S):
             return None
 
 
