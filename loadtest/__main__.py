@@ -3,10 +3,12 @@
 In one run on this machine, with the same demo image and replica count: throughput and
 latency of reuseport against nginx, HAProxy, the no-hop "limit" and a single replica (wrk),
 the kernel's per-replica share of connections, a chaos run under locust load, a rollout, a
-scale-out, and a hung (SIGSTOPped) replica under load: reuseport's hang detection against
-Docker's HEALTHCHECK with --restart always. Writes results.json, results.md and PNG charts
-to --out; --update-readme puts the table into README.md. --smoke runs every part for a few
-seconds (CI uses it so the benchmark never rots; its figures mean nothing).
+scale-out, a hung (SIGSTOPped) replica under load: reuseport's hang detection against
+Docker's HEALTHCHECK with --restart always, and the cost of an idle detached supervisor at
+4, 32 and 128 replicas and of `up` against parallel `docker run`. Writes results.json,
+results.md and PNG charts to --out; --update-readme puts the table into README.md. --smoke
+runs every part for a few seconds (CI uses it so the benchmark never rots; its figures mean
+nothing).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from loadtest.harness.signals import sigterm_as_interrupt
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = ("reuseport-demo:latest", "reuseport:latest")
-PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang")
+PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang", "cost")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     parts = args.only.split(",")
     require_images()
-    from loadtest import chaos, hang, rolling, scaleout, setups, throughput
+    from loadtest import chaos, cost, hang, rolling, scaleout, setups, throughput
 
     setups.ensure_packages(["wrk", "nginx", "haproxy"])
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -187,6 +189,13 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 progress=say,
                 # The smoke run needs the shape, not a steady load: every user runs already.
                 warmup_s=1.0 if args.smoke else hang.WARMUP_S,
+            )
+        if "cost" in parts:
+            counts = cost.SMOKE_COUNTS if args.smoke else cost.FULL_COUNTS
+            sample_s = cost.SMOKE_SAMPLE_S if args.smoke else cost.FULL_SAMPLE_S
+            say(f"cost: idle supervisor at {counts} replicas, {sample_s:g} s each; start-up")
+            results.cost = cost.run_cost(
+                image, counts, sample_s, args.scaleout, args.base_port + 300, progress=say
             )
     results.elapsed_s = round(time.monotonic() - started, 1)
     written = report.write(results, args.out)
