@@ -299,7 +299,9 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
 
 
 def require_supervisor(engine: Engine, store: StateStore, name: str) -> None:
-    if not live_supervisors(engine, name) and foreground_supervisor_pid(store, name) is None:
+    """Refuse a change nobody would converge. The lease says whether a supervisor runs
+    (a heartbeat can lag behind a slow engine call; a held lock cannot)."""
+    if store.lease_owner(name) is None and not live_supervisors(engine, name):
         raise ServiceNotFound(
             f"{name!r} has no running supervisor to converge it; run `reuseport up` with the "
             "same spec to adopt its replicas"

@@ -274,6 +274,12 @@ class Supervisor(Reconciler):
         tells a live supervisor from a stale one by its age)."""
         data = status.to_json()
         essence = {k: v for k, v in data.items() if k not in ("at", "replicas", "foreign")}
+        # Epoch times move by a hair on every pass (two clocks read a moment apart): compare
+        # them rounded, or the file would be rewritten on every pass.
+        essence["indices"] = {
+            i: {**s, "retry_at": round(s["retry_at"], 1) if s["retry_at"] else None}
+            for i, s in data["indices"].items()
+        }
         essence["rows"] = [
             (r["container_id"], r["verdict"], r["state"], r["why"]) for r in data["replicas"]
         ]

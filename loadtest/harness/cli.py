@@ -20,19 +20,30 @@ class ReuseportCli:
     state in ``state_dir`` (``REUSEPORT_STATE_DIR``), each call in its own session so a
     Ctrl-C at the terminal does not interrupt the cleanup commands."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
-        self.env = {**os.environ, STATE_DIR_ENV: str(state_dir)}
+        self.env = {**os.environ, STATE_DIR_ENV: str(state_dir), **(extra_env or {})}
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start ``reuseport ARGS`` (a foreground `up`, `top`, `logs -f`) without waiting."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "reuseport", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env or self.env,
+            start_new_session=True,
+        )
 
     def run(
-        self, *args: str, timeout: float, check: bool = True
+        self, *args: str, timeout: float, check: bool = True, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run ``reuseport ARGS``; with ``check``, a non-zero exit raises SetupError."""
         proc = subprocess.run(
             [sys.executable, "-m", "reuseport", *args],
             capture_output=True,
             text=True,
-            env=self.env,
+            env=env or self.env,
             timeout=timeout,
             start_new_session=True,
         )

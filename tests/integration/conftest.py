@@ -9,12 +9,10 @@ that does not answer FAILS the suite (a skipped suite is not a pass): run
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import docker
 import httpx
 import pytest
 
+from loadtest.harness.cli import ReuseportCli
 from reuseport import host, labels
 
 DEMO_IMAGE = "reuseport-demo:latest"
@@ -83,28 +82,22 @@ class Service:
     client: docker.DockerClient
 
     @property
+    def runner(self) -> ReuseportCli:
+        """The one runner of the real CLI (shared with the benchmarks): this checkout's
+        package, the test's own state dir, wide tables."""
+        return ReuseportCli(self.state_dir, {"COLUMNS": "200"})
+
+    @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "REUSEPORT_STATE_DIR": str(self.state_dir), "COLUMNS": "200"}
+        return self.runner.env
 
     def cli(
         self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reuseport", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env or self.env,
-        )
+        return self.runner.run(*args, timeout=timeout, check=False, env=env)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "reuseport", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env,
-        )
+        return self.runner.popen(*args)
 
     def up_args(self, *extra: str, replicas: int = 2, image: str = DEMO_IMAGE) -> list[str]:
         return [
