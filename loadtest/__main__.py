@@ -195,7 +195,13 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
             sample_s = cost.SMOKE_SAMPLE_S if args.smoke else cost.FULL_SAMPLE_S
             say(f"cost: idle supervisor at {counts} replicas, {sample_s:g} s each; start-up")
             results.cost = cost.run_cost(
-                image, counts, sample_s, args.scaleout, args.base_port + 300, progress=say
+                image,
+                counts,
+                sample_s,
+                args.scaleout,
+                args.base_port + 300,
+                progress=say,
+                startup=results.scaleout,
             )
     results.elapsed_s = round(time.monotonic() - started, 1)
     written = report.write(results, args.out)

@@ -5,7 +5,8 @@
   time of the supervisor container's processes (docker-init and the supervisor, all their
   threads; psutil from the host) over ``sample_s``, as % of one core, and their RSS
   together. The status file's rewrites during the sample are counted too.
-* Start-up: the scale-out part (``up -n N -d`` against N parallel ``docker run``).
+* Start-up: the scale-out part (``up -n N -d`` against N parallel ``docker run``), run
+  here unless the scale-out part ran already.
 
 Targets (issue 9): <= 0.5 % of a core at 32 replicas, RSS <= 60 MB, start-up <= 1.15x.
 """
@@ -23,7 +24,7 @@ import psutil
 from loadtest import scaleout
 from loadtest.harness.bench import Bench, BenchConfig, free_ports, wait_listening
 from loadtest.harness.errors import SetupError
-from loadtest.harness.results import CostResult, IdleFigures
+from loadtest.harness.results import CostResult, IdleFigures, ScaleoutResult
 from loadtest.harness.signals import signals_held, sigterm_as_interrupt
 from reuseport import labels
 from reuseport.store import default_state_dir
@@ -46,15 +47,19 @@ def run_cost(
     startup_replicas: int,
     port: int,
     progress: Callable[[str], None] = print,
+    startup: ScaleoutResult | None = None,
 ) -> CostResult:
+    """The idle figures at each of ``counts``; the start-up is ``startup`` when the
+    scale-out part measured it already in this run, else measured here."""
     result = CostResult(
         cpu_target_percent=CPU_TARGET_PERCENT,
         cpu_target_replicas=CPU_TARGET_REPLICAS,
         rss_target_mb=RSS_TARGET_MB,
         startup_target_ratio=STARTUP_TARGET_RATIO,
     )
-    result.startup = scaleout.run_scaleout(image, startup_replicas, port, progress)
-    startup = result.startup
+    if startup is None or startup.docker_run_seconds is None:
+        startup = scaleout.run_scaleout(image, startup_replicas, port, progress)
+    result.startup = startup
     progress(
         f"cost: up -n {startup.replicas} -d {startup.seconds:.2f} s, parallel docker run "
         f"{startup.docker_run_seconds} s (ratio {startup.ratio})"
