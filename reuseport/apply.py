@@ -21,8 +21,8 @@ from reuseport.spec import ServiceSpec
 # A failing replica whose accept queue has not moved for this long is not accepting: its
 # listener is closed for it before it is stopped (see _evict).
 STALLED_EVICT_S = 1.0
-# Replicas created at once (below the Docker client's connection pool of 10).
-CREATE_WORKERS = 8
+# Replicas created at once (within the Docker client's connection pool, engine/docker.py).
+CREATE_WORKERS = 16
 BIND_CONFLICT_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
 
 Evict = Callable[[int, int], bool]  # (port, listener inode) -> closed
