@@ -136,6 +136,7 @@ def observe(
     keeps who holds what between reads (a supervisor passes its own, so an idle read walks
     no process tree); without one every replica is read afresh.
     """
+    replicas = list(replicas)  # read twice below
     table = sockets.port_sockets(port, connections=connections)
     # Who holds what: read from /proc only for what changed since the cache's last read.
     holdings = cache if cache is not None else Holdings()
