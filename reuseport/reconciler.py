@@ -36,11 +36,6 @@ from reuseport.status import ServiceStatus
 # How often established connections are read (hang detection, the kernel view): the
 # listener-only reads of the fast readiness polling cost less.
 DETAIL_S = 0.5
-# ... and how often while the port is idle (the last read found no connection of ours and
-# no queued one): the established dump walks the kernel's whole established hash, ~3.5 ms
-# of CPU whatever the port holds, the largest cost of an idle pass. A queue (traffic, or a
-# hung replica) brings back DETAIL_S at once.
-IDLE_DETAIL_S = 5.0
 
 Observer = Callable[..., PortObservation]  # the signature of attribution.observe
 
@@ -91,7 +86,6 @@ class Reconciler(Applier):
         self._listed: list[Replica] = []
         self._foreign_seen: set[int] = set()
         self._detail_at = float("-inf")
-        self._queued = False  # the last read found connections in an accept queue
         # Who holds which socket, kept between passes: an idle pass reads no process tree.
         self._holdings = Holdings()
         self._verdicts: dict[str, Verdict] = {}
@@ -134,8 +128,7 @@ class Reconciler(Applier):
                     self._record_failure(Fail(gone.index, gone.container_id, reason, now), now)
             for replica in self._listed:
                 self.records.track(replica.id, replica.index, now)
-        idle = not self.port_view.connections and not self._queued
-        detail = now - self._detail_at >= (IDLE_DETAIL_S if idle else DETAIL_S)
+        detail = now - self._detail_at >= DETAIL_S
         observation = self.readiness(
             self.spec.port,
             self._listed,
@@ -143,13 +136,9 @@ class Reconciler(Applier):
             known_foreign={f.inode: f for f in self.port_view.foreign},
             cache=self._holdings,
         )
-        self._queued = any(s.accept_queue for s in observation.replicas.values())
         if detail:
             self._detail_at = now
-        if detail or idle:
-            # While idle the listener read is the whole view: the last detail read found no
-            # connection (foreign listeners and queues stay as fresh as the pass).
-            self.port_view = replace(observation, with_connections=True)
+            self.port_view = observation
             self._note_foreign(observation)
         if self.health is not None:
             self.health.poll([r for r in self._listed if not self._draining(r.id)])

@@ -16,7 +16,12 @@ replica's tree and fds are read again only when
   show (a listener's fd handed to another process, a holder process exiting while a
   sibling keeps the socket).
 
-An idle service therefore costs one dump per read and no /proc access at all.
+An idle service therefore costs one dump per read and no /proc access at all. It also
+spares the established dump, the costly one (it walks the kernel's whole established hash,
+~3.5 ms of CPU whatever the port holds): once a read with connections found none on the
+port and nothing queued, the next ones need none as long as the namespace's PassiveOpens
+counter stands still, since every new connection, queued or accepted, moves it
+(:meth:`Holdings.connections_unchanged`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,20 @@ class Holdings:
         self._reset()
         self._refreshed_at = float("-inf")
         self.scans = 0  # replica scans made (each: a tree walk and its fd tables)
+        # PassiveOpens read before the last read with connections that found the port
+        # quiet (no connection, nothing queued); None when it was not quiet.
+        self._quiet_at: int | None = None
+
+    def connections_unchanged(self, passive_opens: int | None) -> bool:
+        """Still no connection on the port: the last read with connections found it quiet
+        and no connection was established anywhere since (``passive_opens`` unchanged)."""
+        return passive_opens is not None and passive_opens == self._quiet_at
+
+    def note_connections(self, passive_opens: int | None, table: PortSockets) -> None:
+        """A read with connections was made (``passive_opens`` read before it)."""
+        quiet = not table.accepted and not table.unaccepted
+        quiet = quiet and not any(s.accept_queue for s in table.listeners.values())
+        self._quiet_at = passive_opens if quiet else None
 
     def _reset(self) -> None:
         self._pids: dict[str, int] = {}  # replica id -> the pid its tree was read from

@@ -155,3 +155,48 @@ def test_same_process_needs_the_running_pid_alive() -> None:
     assert not same_process({"State": {"Running": True, "Pid": 0}})
     assert not same_process({"State": {"Running": True, "Pid": 2**22 + 7}})  # no such pid
     assert same_process({"State": {"Running": False, "Pid": 0}})
+
+
+def test_the_established_dump_is_spared_while_no_connection_was_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proc = FakeProc()
+    proc.fds = {100: {1}}
+    replicas = [replica(1, 100)]
+    counter = {"opens": 7}
+    asked: list[bool] = []
+    port = {"table": table({1})}
+
+    def dump(port_: int, connections: bool) -> PortSockets:
+        asked.append(connections)
+        return port["table"] if connections else table(port["table"].listeners)
+
+    monkeypatch.setattr(attribution.sockets, "port_sockets", dump)
+    monkeypatch.setattr(attribution.sockets, "passive_opens", lambda: counter["opens"])
+    cache = proc.holdings()
+    for _ in range(3):
+        seen = attribution.observe(80, replicas, cache=cache)
+        assert seen.with_connections and seen.connections == 0
+    assert asked == [True, False, False]  # quiet, and nothing was opened since
+    counter["opens"] += 1  # a connection somewhere: read them again
+    proc.fds[100] |= {40}
+    port["table"] = table({1}, {40})
+    assert attribution.observe(80, replicas, cache=cache).connections == 1
+    assert attribution.observe(80, replicas, cache=cache).connections == 1
+    assert asked[3:] == [True, True]  # not quiet: every read with connections dumps them
+    attribution.observe(80, replicas, connections=False, cache=cache)
+    assert asked[5:] == [False]
+
+
+def test_quiet_needs_no_connection_nothing_queued_and_a_still_counter() -> None:
+    cache = FakeProc().holdings()
+    cache.note_connections(5, table({1}))
+    assert cache.connections_unchanged(5) and not cache.connections_unchanged(6)
+    assert not cache.connections_unchanged(None)
+    cache.note_connections(5, PortSockets({}, frozenset(), 1))  # one waits to be accepted
+    assert not cache.connections_unchanged(5)
+    queued = {1: ListenSocket(1, "0.0.0.0", "ipv4", 0, 2, 128)}
+    cache.note_connections(5, PortSockets(queued, frozenset(), 0))
+    assert not cache.connections_unchanged(5)
+    cache.note_connections(None, table({1}))
+    assert not cache.connections_unchanged(None)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from reuseport.errors import ReplicaFailed, ReusePortMissing
-from reuseport.kernel.attribution import PortObservation
 from reuseport.spec import BackoffPolicy, ServiceSpec
 from reuseport.status import ServiceStatus
 from reuseport.store import StateStore
@@ -340,25 +339,3 @@ def test_an_unreadable_spec_keeps_the_service_running_and_says_why(
     supervisor.store.save_spec(SPEC.with_replicas(2))  # fixed: followed again
     assert supervisor.follow_spec(force=True) and supervisor.spec.replicas == 2
     assert supervisor.reconcile().problem == ""
-
-
-def test_an_idle_port_reads_connections_seldom_and_a_queue_brings_them_back(
-    engine: FakeEngine, tmp_path: Path
-) -> None:
-    supervisor = make(engine, tmp_path)
-    supervisor.bring_up(timeout_s=5)
-    queues: dict[str, int] = {}
-    probe = listening_probe(engine, queues=queues)
-    asked: list[bool] = []
-
-    def observe(port: int, replicas: list, **options: object) -> PortObservation:
-        asked.append(bool(options["connections"]))
-        return probe(port, replicas)
-
-    supervisor.readiness = observe
-    reconcile_for(supervisor, engine, 12.0, step=0.5)  # 24 idle passes
-    assert 2 <= sum(asked) <= 3  # every IDLE_DETAIL_S (5 s), not every DETAIL_S
-    queues[engine.running()[0].id] = 3  # connections wait: read them at once, and often
-    asked.clear()
-    reconcile_for(supervisor, engine, 2.0, step=0.5)
-    assert asked[1:] == [True, True, True]
