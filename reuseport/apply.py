@@ -21,8 +21,6 @@ from reuseport.spec import ServiceSpec
 # A failing replica whose accept queue has not moved for this long is not accepting: its
 # listener is closed for it before it is stopped (see _evict).
 STALLED_EVICT_S = 1.0
-# Replicas created at once (within the Docker client's connection pool, engine/docker.py).
-CREATE_WORKERS = 16
 BIND_CONFLICT_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
 
 Evict = Callable[[int, int], bool]  # (port, listener inode) -> closed
@@ -76,7 +74,9 @@ class Applier:
             verdict = self._verdicts.get(replica.id)
             if verdict is not None and verdict.kind == PAUSED:
                 self._unpause(replica)
-        self._create([a.index for a in actions if isinstance(a, Create)], now)
+        for action in actions:
+            if isinstance(action, Create):
+                self._create(action.index, now)
         for action in actions:
             if isinstance(action, Remove):
                 self._remove(action)
@@ -150,32 +150,18 @@ class Applier:
             port += 1
         return port
 
-    def _create(self, indices: list[int], now: float) -> None:
-        """Create and start the replicas of ``indices``, in parallel: one at a time, a
-        bring-up of N waited N times for the engine (create + start, ~0.15 s each)."""
-        if not indices:
-            return
-        requests = [(i, self.book.slot(i).restarts, self._health_port(i)) for i in indices]
-
-        def create(request: tuple[int, int, int | None]) -> EngineError | None:
-            try:
-                self.engine.create_replica(self.spec, *request)
-            except EngineError as exc:
-                return exc
-            return None
-
-        with ThreadPoolExecutor(max_workers=min(len(indices), CREATE_WORKERS)) as pool:
-            failures = list(pool.map(create, requests))
-        self.stale = True
-        for index, exc in zip(indices, failures, strict=True):
-            if exc is None:
-                continue
+    def _create(self, index: int, now: float) -> None:
+        slot = self.book.slot(index)
+        try:
+            self.engine.create_replica(self.spec, index, slot.restarts, self._health_port(index))
+        except EngineError as exc:
             if self.strict:
-                raise exc
+                raise
             # Treat a failed creation like a death so backoff applies, not a hot loop.
             self.book.record_failure(index, f"create-failure-{now}", str(exc), now)
             self.replacements["create-failed"] += 1
             self.notify(f"replica {index}: {exc}")
+        self.stale = True
 
     def _unpause(self, replica: Replica) -> None:
         """Paused outside reuseport: its listener still takes ~1/N of new connections that

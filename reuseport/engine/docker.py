@@ -58,8 +58,7 @@ def _where() -> str:
 def _client() -> docker.DockerClient:
     try:
         # No version= pin: docker-py negotiates with whatever engine answers.
-        # A pool for the parallel creations of a pass (apply.CREATE_WORKERS) and the stops.
-        return docker.from_env(timeout=60, max_pool_size=32)
+        return docker.from_env(timeout=60)
     except docker.errors.DockerException as exc:
         raise EngineUnavailable(f"no Docker engine answers at {_where()}: {START_HINT}") from exc
 
