@@ -3,9 +3,11 @@
 In one run on this machine, with the same demo image and replica count: throughput and
 latency of reuseport against nginx, HAProxy, the no-hop "limit" and a single replica (wrk),
 the kernel's per-replica share of connections, a chaos run under locust load, a rollout, a
-scale-out, and a hung (SIGSTOPped) replica under load: reuseport's hang detection against
-Docker's HEALTHCHECK with --restart always, and a fault suite (replica, supervisor,
-state-file and start-up faults and a soak, each under locust load). Writes results.json,
+scale-out, a hung (SIGSTOPped) replica under load: reuseport's hang detection against
+Docker's HEALTHCHECK with --restart always, a fault suite (replica, supervisor,
+state-file and start-up faults and a soak, each under locust load), and the cost of an
+idle detached supervisor at 4, 32 and 128 replicas and of `up` against parallel
+`docker run`. Writes results.json,
 results.md and PNG charts to --out; --update-readme puts the table into README.md. --smoke
 runs every part for a few seconds (CI uses it so the benchmark never rots; its figures mean
 nothing).
@@ -35,7 +37,7 @@ from loadtest.harness.signals import sigterm_as_interrupt
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = ("reuseport-demo:latest", "reuseport:latest")
-PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang", "faults")
+PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang", "faults", "cost")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     parts = args.only.split(",")
     require_images()
-    from loadtest import chaos, faults, hang, rolling, scaleout, setups, throughput
+    from loadtest import chaos, cost, faults, hang, rolling, scaleout, setups, throughput
 
     setups.ensure_packages(["wrk", "nginx", "haproxy"])
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -225,6 +227,19 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 soak_s=args.soak,
                 supervisor_kills=10,
                 progress=say,
+            )
+        if "cost" in parts:
+            counts = cost.SMOKE_COUNTS if args.smoke else cost.FULL_COUNTS
+            sample_s = cost.SMOKE_SAMPLE_S if args.smoke else cost.FULL_SAMPLE_S
+            say(f"cost: idle supervisor at {counts} replicas, {sample_s:g} s each; start-up")
+            results.cost = cost.run_cost(
+                image,
+                counts,
+                sample_s,
+                args.scaleout,
+                args.base_port + 500,
+                progress=say,
+                startup=results.scaleout,
             )
     results.elapsed_s = round(time.monotonic() - started, 1)
     carry_over(results, args.out / "results.json", parts)

@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from loadtest import charts, faultreport
+from loadtest.costreport import cost_lines, startup_line
 from loadtest.harness.results import (
     SETUP_ORDER,
+    CostResult,
     HangFigures,
     HangResult,
     LoadtestResults,
@@ -110,6 +112,40 @@ def checks(results: LoadtestResults) -> list[Check]:
         found += _hang_checks(results.hang)
     if results.faults:
         found += [Check(*check) for check in faultreport.checks(results.faults)]
+    if results.cost:
+        found += _cost_checks(results.cost)
+    return found
+
+
+def _cost_checks(cost: CostResult) -> list[Check]:
+    found: list[Check] = []
+    at = next((f for f in cost.idle if f.replicas == cost.cpu_target_replicas), None)
+    if at is not None:
+        found.append(
+            Check(
+                f"cost: idle supervisor CPU at {at.replicas} replicas",
+                at.cpu_percent <= cost.cpu_target_percent,
+                f"{at.cpu_percent:.2f} % of a core (expected <= {cost.cpu_target_percent:g} %)",
+            )
+        )
+    if cost.idle:
+        rss = max(f.rss_mb for f in cost.idle)
+        found.append(
+            Check(
+                "cost: idle supervisor RSS",
+                rss <= cost.rss_target_mb,
+                f"at most {rss:.1f} MiB (expected <= {cost.rss_target_mb:g} MB)",
+            )
+        )
+    ratio = cost.startup.ratio if cost.startup else None
+    if ratio is not None:
+        found.append(
+            Check(
+                "cost: `up -d` vs parallel `docker run` to all listening",
+                ratio <= cost.startup_target_ratio,
+                f"{ratio:.2f}x (expected <= {cost.startup_target_ratio:g}x)",
+            )
+        )
     return found
 
 
@@ -307,15 +343,13 @@ def markdown(results: LoadtestResults) -> str:
             )
     scale = results.scaleout
     if scale:
-        lines += [
-            "",
-            f"Scale-out: `up --replicas {scale.replicas}` from nothing to all listening "
-            f"in {_fmt(scale.seconds, 2)} s.",
-        ]
+        lines += ["", "Scale-out: " + startup_line(scale) + "."]
     if results.hang:
         lines += _hang_lines(results.hang)
     if results.faults:
         lines += faultreport.lines(results.faults)
+    if results.cost:
+        lines += cost_lines(results.cost)
     found = checks(results)
     if found:
         lines += ["", "Expectations:", ""]

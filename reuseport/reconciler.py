@@ -28,6 +28,7 @@ from reuseport.health import HealthChecks, Observe, command_check, http_check
 from reuseport.judge import Verdict
 from reuseport.kernel import attribution, destroy
 from reuseport.kernel.attribution import PortObservation
+from reuseport.kernel.holdings import Holdings
 from reuseport.records import Records
 from reuseport.spec import HealthPolicy, ServiceSpec
 from reuseport.status import ServiceStatus
@@ -85,6 +86,8 @@ class Reconciler(Applier):
         self._listed: list[Replica] = []
         self._foreign_seen: set[int] = set()
         self._detail_at = float("-inf")
+        # Who holds which socket, kept between passes: an idle pass reads no process tree.
+        self._holdings = Holdings()
         self._verdicts: dict[str, Verdict] = {}
         self._removals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="remove")
         self._stopping: set[Future[None]] = set()  # graceful stops in flight
@@ -131,6 +134,7 @@ class Reconciler(Applier):
             self._listed,
             connections=detail,
             known_foreign={f.inode: f for f in self.port_view.foreign},
+            cache=self._holdings,
         )
         if detail:
             self._detail_at = now

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from reuseport.engine.base import Engine, Replica
@@ -79,7 +80,7 @@ class Supervisor(Reconciler):
         self.stopping = threading.Event()
         self._stream: Any = None
         self._spec_mtime: float | None = None
-        self._published: dict[str, Any] = {}
+        self._published: tuple[Any, ...] = ()
         self._published_at = float("-inf")
         self._problem_said_at = float("-inf")
         self.lease: Lease | None = None  # held while this supervises (see store.acquire_lease)
@@ -272,25 +273,29 @@ class Supervisor(Reconciler):
     def publish(self, status: ServiceStatus) -> None:
         """Write the status file on a change of verdicts, else at the heartbeat (``ps``
         tells a live supervisor from a stale one by its age)."""
-        data = status.to_json()
-        essence = {k: v for k, v in data.items() if k not in ("at", "replicas", "foreign")}
-        # Epoch times move by a hair on every pass (two clocks read a moment apart): compare
-        # them rounded, or the file would be rewritten on every pass.
-        essence["indices"] = {
-            i: {**s, "retry_at": round(s["retry_at"], 1) if s["retry_at"] else None}
-            for i, s in data["indices"].items()
-        }
-        essence["rows"] = [
-            (r["container_id"], r["verdict"], r["state"], r["why"]) for r in data["replicas"]
-        ]
+        # Compared as objects, not as their JSON: an idle pass turns nothing into JSON.
+        essence = _essence(status)
         now = self.clock()
         if essence == self._published and now - self._published_at < HEARTBEAT_S:
             return
         self._published, self._published_at = essence, now
         try:
-            self.store.save_status(self.spec.name, data)
+            self.store.save_status(self.spec.name, status.to_json())
         except ReuseportError as exc:
             self._problem(str(exc))
+
+
+def _essence(status: ServiceStatus) -> tuple[Any, ...]:
+    """What makes a status worth writing before the heartbeat: all of it but the pass's
+    time, foreign listeners and the replicas' rows beyond their verdicts. Epoch times move
+    by a hair on every pass (two clocks read a moment apart): they are compared rounded,
+    or the file would be rewritten on every pass."""
+    indices = {
+        i: replace(s, retry_at=round(s.retry_at, 1) if s.retry_at else None)
+        for i, s in status.indices.items()
+    }
+    rows = tuple((r.container_id, r.verdict, r.state, r.why) for r in status.replicas)
+    return replace(status, at=0.0, replicas=(), foreign=(), indices={}), indices, rows
 
 
 def stop_all(engine: Engine, replicas: list[Replica], timeout_s: float) -> None:

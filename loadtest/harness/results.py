@@ -147,8 +147,36 @@ class RolloutResult:
 @dataclass
 class ScaleoutResult:
     replicas: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # `up -n N -d` to all N listening
     port: int = 0
+    # The same N containers by N parallel `docker run -d` to all listening (best of runs),
+    # and ``seconds`` divided by it; None when the baseline was not run.
+    docker_run_seconds: float | None = field(default=None, metadata=OMIT_NONE)
+    ratio: float | None = field(default=None, metadata=OMIT_NONE)
+
+
+# --------------------------------------------------------------------------- cost
+
+
+@dataclass
+class IdleFigures:
+    """The detached supervisor of N ready replicas, idle (no load, nothing changing)."""
+
+    replicas: int = 0
+    cpu_percent: float = 0.0  # of one core, averaged over ``sample_s``
+    rss_mb: float = 0.0  # MiB, its container's processes together
+    sample_s: float = 0.0
+    status_writes: int | None = None  # status-file rewrites seen while sampling
+
+
+@dataclass
+class CostResult:
+    idle: list[IdleFigures] = field(default_factory=list)
+    startup: ScaleoutResult | None = field(default=None, metadata=OMIT_NONE)
+    cpu_target_percent: float = 0.0  # at ``cpu_target_replicas``
+    cpu_target_replicas: int = 0
+    rss_target_mb: float = 0.0
+    startup_target_ratio: float = 0.0
 
 
 # --------------------------------------------------------------------------- hang
@@ -327,6 +355,7 @@ class LoadtestResults:
     # Parts this run did not run, kept from the previous results.json (and its date).
     carried_over: list[str] = field(default_factory=list)
     carried_from: str | None = field(default=None, metadata=OMIT_NONE)
+    cost: CostResult | None = field(default=None, metadata=OMIT_NONE)
     elapsed_s: float | None = field(default=None, metadata=OMIT_NONE)
 
     def to_json(self) -> dict[str, Any]:

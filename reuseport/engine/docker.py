@@ -22,6 +22,7 @@ import requests.exceptions
 
 from reuseport import labels
 from reuseport.engine.base import Replica, SupervisorInfo
+from reuseport.engine.inspect import listing_key, same_process
 from reuseport.engine.inspect import replica_from_inspect as _replica
 from reuseport.errors import EngineError, EngineUnavailable, ImageMissing
 from reuseport.spec import ServiceSpec
@@ -155,9 +156,10 @@ class DockerEngine:
         return sorted(found, key=lambda r: (r.service, r.index, r.started_at or 0.0))
 
     def _inspect_cached(self, summary: dict) -> dict | None:
-        key = (str(summary.get("State", "")), str(summary.get("Status", "")))
+        # See listing_key and same_process: an idle resync re-inspects no replica.
+        key = listing_key(summary)
         cached = self._inspected.get(summary["Id"])
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == key and same_process(cached[1]):
             return cached[1]
         data = self._inspect(summary["Id"])
         if data is None:

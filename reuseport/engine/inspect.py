@@ -1,7 +1,10 @@
-"""Docker's inspect data of a replica container, read into the engine-neutral Replica."""
+"""Docker's inspect data of a replica container, read into the engine-neutral Replica, and
+when a listing says it must be read again."""
 
 from __future__ import annotations
 
+import os
+import re
 from datetime import datetime
 
 from reuseport import labels
@@ -29,6 +32,27 @@ def replica_from_inspect(data: dict) -> Replica:
         error=state.get("Error") or "",
         health_port=labels.int_label(config_labels, labels.HEALTH_PORT) or None,
     )
+
+
+# The ages in a listing's Status ("Up 5 seconds", "Exited (0) About a minute ago"): they
+# change by themselves, so they are no sign that a container changed.
+_AGE = re.compile(r"Less than a second|About an? \w+|\d+ \w+")
+
+
+def listing_key(summary: dict) -> tuple[str, str]:
+    """What of a container's listing must change for its inspect data to have changed:
+    State and Status without its age (keyed on the age, every resync re-inspected most
+    replicas while they were young)."""
+    return str(summary.get("State", "")), _AGE.sub("", str(summary.get("Status", "")))
+
+
+def same_process(data: dict, proc: str = "/proc") -> bool:
+    """False when inspect data says running but its host pid is gone: a restart between
+    two listings need not change the listing's key. Where that pid is not visible (another
+    pid namespace) the data is never trusted."""
+    state = data.get("State") or {}
+    pid = int(state.get("Pid") or 0)
+    return not state.get("Running") or (pid > 0 and os.path.exists(f"{proc}/{pid}"))
 
 
 def _epoch(stamp: str | None) -> float | None:

@@ -29,6 +29,7 @@ __all__ = [
     "PortSockets",
     "listeners",
     "listening_inodes",
+    "passive_opens",
     "pids_listening",
     "port_sockets",
 ]
@@ -147,8 +148,10 @@ def _listening_inodes_diag(port: int) -> dict[int, tuple[str, str, int, int]]:
 def port_sockets(port: int, connections: bool = True, proc: str = "/proc") -> PortSockets:
     """Listeners on ``port`` (with backlog) and, if asked, its established connections.
 
-    sock_diag only (the established dump walks just this port's sockets); without it the
-    listeners come from ``{proc}/net/tcp*`` with an unknown backlog and no connections.
+    sock_diag only; without it the listeners come from ``{proc}/net/tcp*`` with an unknown
+    backlog and no connections. The listener dump is cheap (~0.1 ms); the established one
+    walks every bucket of the kernel's established hash whatever the port holds (~3.5 ms of
+    kernel CPU here), so ask for connections sparingly.
     """
     if proc == "/proc":
         try:
@@ -170,6 +173,18 @@ def port_sockets(port: int, connections: bool = True, proc: str = "/proc") -> Po
         for inode, (address, family, uid, queue) in _listening_inodes_proc(port, proc).items()
     }
     return PortSockets(listen, frozenset(), 0)
+
+
+def passive_opens(proc: str = "/proc") -> int | None:
+    """Connections this network namespace ever accepted at the TCP level (``PassiveOpens``
+    of ``{proc}/net/snmp``), None if unreadable: while it stands still, no connection was
+    established on any port (a cheap read, ~30 us, unlike the established dump)."""
+    try:
+        with open(f"{proc}/net/snmp", encoding="ascii") as fh:
+            tcp = [line.split() for line in fh if line.startswith("Tcp:")]
+        return int(tcp[1][tcp[0].index("PassiveOpens")])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------------- with holders

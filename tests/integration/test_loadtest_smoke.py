@@ -47,7 +47,13 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     assert chaos["kills"] and all(k["replacement_ms"] > 0 for k in chaos["kills"])
     assert chaos["requests"] > 0 and chaos["throughput"]
     assert chaos["replacement_ms"]["median"] > 0 and chaos["docker_policy_ms"]["median"] > 0
-    assert data["scaleout"]["seconds"] > 0
+    assert data["scaleout"]["seconds"] > 0 and data["scaleout"]["docker_run_seconds"] > 0
+    cost = data["cost"]
+    assert [f["replicas"] for f in cost["idle"]] == [4, 16]
+    for figures in cost["idle"]:
+        assert figures["cpu_percent"] >= 0 and figures["rss_mb"] > 0, figures
+        assert figures["status_writes"] > 0, figures  # the heartbeat, at least
+    assert cost["startup"] == data["scaleout"]  # measured once, by the scale-out part
     runs = data["rollout"]["runs"]
     assert [(r["clients"], r["tcp_migrate_req"]) for r in runs] == [
         ("NewConnectionUser", 1),

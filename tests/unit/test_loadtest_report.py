@@ -217,3 +217,44 @@ def test_hang_skipped_or_absent() -> None:
     skipped = report.markdown(typed({**RESULTS, "hang": {"skipped": "no tcp_migrate_req"}}))
     assert "Hung replica: skipped (no tcp_migrate_req)." in skipped
     assert not any(c.name.startswith("hang:") for c in report.checks(typed(RESULTS)))
+
+
+COST = {
+    "idle": [
+        {"replicas": 4, "cpu_percent": 0.1, "rss_mb": 40.0, "sample_s": 30, "status_writes": 30},
+        {"replicas": 32, "cpu_percent": 0.7, "rss_mb": 41.0, "sample_s": 30, "status_writes": 30},
+        {"replicas": 128, "cpu_percent": 1.5, "rss_mb": 61.5, "sample_s": 30},
+    ],
+    "startup": {"replicas": 16, "seconds": 3.0, "docker_run_seconds": 2.5, "ratio": 1.2},
+    "cpu_target_percent": 0.5,
+    "cpu_target_replicas": 32,
+    "rss_target_mb": 60.0,
+    "startup_target_ratio": 1.15,
+}
+
+
+def test_cost_checks_read_the_targets_from_the_result() -> None:
+    found = {c.name: c for c in report.checks(typed({**RESULTS, "cost": COST}))}
+    cpu = found["cost: idle supervisor CPU at 32 replicas"]
+    assert not cpu.met and "0.70 %" in cpu.detail
+    assert not found["cost: idle supervisor RSS"].met  # 61.5 MiB at 128
+    assert not found["cost: `up -d` vs parallel `docker run` to all listening"].met
+    passing = {
+        **COST,
+        "idle": [{**f, "cpu_percent": 0.4, "rss_mb": 50.0} for f in COST["idle"]],
+        "startup": {**COST["startup"], "ratio": 1.1},
+    }
+    assert all(
+        c.met for c in report.checks(typed({**RESULTS, "cost": passing})) if "cost" in c.name
+    )
+
+
+def test_cost_table_has_a_row_per_replica_count_and_the_start_up(tmp_path: Path) -> None:
+    report.write(typed({**RESULTS, "cost": COST}), tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    assert "| 32 | 0.70 | 41.0 | 30 | 30 |" in text
+    assert "| 128 | 1.50 | 61.5 | 30 | - |" in text
+    assert "16 parallel `docker run -d` of the same image 2.50 s (ratio 1.20x)" in text
+    back = LoadtestResults.from_json(json.loads((tmp_path / "results.json").read_text()))
+    assert back.cost is not None and back.cost.startup is not None
+    assert back.cost.startup.docker_run_seconds == 2.5

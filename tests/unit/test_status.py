@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 from reuseport.kernel.attribution import ForeignListener
 from reuseport.status import (
+    STATUS_VERSION,
     IndexStatus,
     ReplicaStatus,
     ServiceStatus,
@@ -59,6 +63,18 @@ def status() -> ServiceStatus:
 def test_a_status_survives_the_status_file() -> None:
     original = status()
     assert ServiceStatus.from_json(original.to_json()) == original
+
+
+def test_the_status_file_holds_what_asdict_gives() -> None:
+    original = status()
+    expected = {
+        **asdict(original),
+        "version": STATUS_VERSION,
+        "indices": {"3": asdict(original.indices[3])},
+        "replacements": {"hung": 1},
+    }
+    assert original.to_json() == expected
+    assert json.dumps(original.to_json()) == json.dumps(expected)  # the same order too
 
 
 def test_counts_come_from_the_verdicts() -> None:
