@@ -63,6 +63,11 @@ class Applier:
     _removals: ThreadPoolExecutor
     _stopping: set[Future[None]]
 
+    def _verdict_kind(self, container_id: str) -> str | None:
+        """The kind of this pass's verdict on a container (None: not judged this pass)."""
+        verdict = self._verdicts.get(container_id)
+        return verdict.kind if verdict is not None else None
+
     def _apply(self, actions: list[controller.Action], now: float) -> None:
         # Order for speed: count deaths, start replacements, then clean up the dead.
         for action in actions:
@@ -71,8 +76,7 @@ class Applier:
             elif isinstance(action, Replace):
                 self._record_replacement(action, now)
         for replica in self._listed:
-            verdict = self._verdicts.get(replica.id)
-            if verdict is not None and verdict.kind == PAUSED:
+            if self._verdict_kind(replica.id) == PAUSED:
                 self._unpause(replica)
         for action in actions:
             if isinstance(action, Create):

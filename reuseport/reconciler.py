@@ -126,8 +126,6 @@ class Reconciler(Applier):
                 ):
                     reason = "container was removed outside reuseport"
                     self._record_failure(Fail(gone.index, gone.container_id, reason, now), now)
-            for replica in self._listed:
-                self.records.track(replica.id, replica.index, now)
         detail = now - self._detail_at >= DETAIL_S
         observation = self.readiness(
             self.spec.port,

@@ -362,7 +362,8 @@ def service_status(name: str, engine: Engine, store: StateStore) -> ServiceStatu
     who = _supervisor_text(engine, store, name)
     if published is not None and who != "none" and published.age(now) <= STALE_AFTER_S:
         return published.with_supervisor(who)
-    spec = store.load_spec(name)
+    desired_spec = store.load_spec(name)
+    spec = desired_spec
     replicas = engine.replicas(name)
     if spec is None and replicas:  # no desired state (e.g. taken down midway): use a label
         try:
@@ -376,7 +377,7 @@ def service_status(name: str, engine: Engine, store: StateStore) -> ServiceStatu
         observed = replace(observed, mode=published.mode, at=published.at)
         who = f"{who}; last published by {published.supervisor}"
     return replace(
-        observed, desired=spec.replicas if store.load_spec(name) else None
+        observed, desired=desired_spec.replicas if desired_spec else None
     ).with_supervisor(who)
 
 

@@ -170,12 +170,7 @@ class Supervisor(Reconciler):
 
     def _next_wake(self, status: ServiceStatus, next_resync: float) -> float:
         now = self.clock()
-        starting = [
-            r
-            for r in self.records
-            if self._verdicts.get(r.container_id, None) is not None
-            and self._verdicts[r.container_id].kind == STARTING
-        ]
+        starting = [r for r in self.records if self._verdict_kind(r.container_id) == STARTING]
         if starting:
             # Poll fast while a replica comes up, slower if it takes long (it is replaced
             # once --start-timeout passes).

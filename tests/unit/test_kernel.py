@@ -166,9 +166,8 @@ time.sleep(60)
 """
 
 
-def test_pids_listening_follows_a_subprocess(
-    procs: list[subprocess.Popen[str]], sockets: list[socket.socket]
-) -> None:
+def _child_listener(procs: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], int]:
+    """A subprocess listening with SO_REUSEPORT on a port it prints (killed after the test)."""
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD_LISTENER],
         stdout=subprocess.PIPE,
@@ -177,7 +176,13 @@ def test_pids_listening_follows_a_subprocess(
     )
     procs.append(child)
     assert child.stdout is not None
-    port = int(child.stdout.readline())
+    return child, int(child.stdout.readline())
+
+
+def test_pids_listening_follows_a_subprocess(
+    procs: list[subprocess.Popen[str]], sockets: list[socket.socket]
+) -> None:
+    child, port = _child_listener(procs)
     # A socket of ours on the same port must not make our pid count as "listening".
     bystander = socket.create_connection(("127.0.0.1", port))
     sockets.append(bystander)
@@ -502,15 +507,7 @@ def test_socket_fds_names_the_fd_of_each_socket(sockets: list[socket.socket]) ->
 def test_observe_attributes_by_process_tree_and_classes_strangers(
     procs: list[subprocess.Popen[str]], sockets: list[socket.socket]
 ) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD_LISTENER],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    procs.append(child)
-    assert child.stdout is not None
-    port = int(child.stdout.readline())
+    child, port = _child_listener(procs)
     stranger = _listen(sockets, port=port)  # same uid, same address: it joins the group
     replica = Replica(CID, "web.1", "web", 1, "running", child.pid, "img", "", "", 0, 0)
 
