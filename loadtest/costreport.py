@@ -19,6 +19,8 @@ def startup_line(scale: ScaleoutResult) -> str:
             f"; {scale.replicas} parallel `docker run -d` of the same image "
             f"{_fmt(scale.docker_run_seconds, 2)} s (ratio {_fmt(scale.ratio, 2)}x)"
         )
+    if scale.rounds > 1:
+        said += f"; best of {scale.rounds} alternating runs each"
     return said
 
 

@@ -21,6 +21,9 @@ from reuseport.spec import ServiceSpec
 # A failing replica whose accept queue has not moved for this long is not accepting: its
 # listener is closed for it before it is stopped (see _evict).
 STALLED_EVICT_S = 1.0
+# Creations of one pass run at once: each is two engine round trips that mostly wait on
+# dockerd (16 at once brought 16 replicas up in 2.6 s where one after another took 3.3 s).
+CREATE_PARALLELISM = 16
 BIND_CONFLICT_MARKERS = ("address already in use", "eaddrinuse", "errno 98")
 
 Evict = Callable[[int, int], bool]  # (port, listener inode) -> closed
@@ -78,9 +81,7 @@ class Applier:
         for replica in self._listed:
             if self._verdict_kind(replica.id) == PAUSED:
                 self._unpause(replica)
-        for action in actions:
-            if isinstance(action, Create):
-                self._create(action.index, now)
+        self._create_all([a.index for a in actions if isinstance(a, Create)], now)
         for action in actions:
             if isinstance(action, Remove):
                 self._remove(action)
@@ -139,33 +140,55 @@ class Applier:
         text = " ".join(self.engine.last_log_lines(container_id, 20)).lower()
         return any(marker in text for marker in BIND_CONFLICT_MARKERS)
 
-    def _health_port(self, index: int) -> int | None:
+    def _health_ports(self, indices: list[int]) -> dict[int, int | None]:
         """Replica i gets ``base + i``; a successor started beside a still-running replica
         (replace before stop, rollout surge) gets the lowest port above ``base + desired``
-        that no replica of the service holds."""
+        that no replica of the service holds and no other creation of this pass got."""
         base = self.spec.health.port_base
         if base is None:
-            return None
+            return {index: None for index in indices}
         taken = {r.health_port for r in self._listed if r.running or r.state == "created"}
-        if base + index not in taken:
-            return base + index
-        port = base + self.spec.replicas + 1
-        while port in taken:
-            port += 1
-        return port
+        ports: dict[int, int | None] = {}
+        for index in indices:
+            port = base + index
+            if port in taken:
+                port = base + self.spec.replicas + 1
+                while port in taken:
+                    port += 1
+            taken.add(port)
+            ports[index] = port
+        return ports
 
-    def _create(self, index: int, now: float) -> None:
-        slot = self.book.slot(index)
-        try:
-            self.engine.create_replica(self.spec, index, slot.restarts, self._health_port(index))
-        except EngineError as exc:
+    def _create_all(self, indices: list[int], now: float) -> None:
+        if not indices:
+            return
+        ports = self._health_ports(indices)
+        restarts = {index: self.book.slot(index).restarts for index in indices}
+
+        def create(index: int) -> EngineError | None:
+            try:
+                self.engine.create_replica(self.spec, index, restarts[index], ports[index])
+            except EngineError as exc:
+                return exc
+            return None
+
+        if len(indices) == 1:
+            failures = [create(indices[0])]
+        else:
+            with ThreadPoolExecutor(
+                max_workers=min(len(indices), CREATE_PARALLELISM), thread_name_prefix="create"
+            ) as pool:
+                failures = list(pool.map(create, indices))
+        self.stale = True
+        for index, exc in zip(indices, failures, strict=True):
+            if exc is None:
+                continue
             if self.strict:
-                raise
+                raise exc
             # Treat a failed creation like a death so backoff applies, not a hot loop.
             self.book.record_failure(index, f"create-failure-{now}", str(exc), now)
             self.replacements["create-failed"] += 1
             self.notify(f"replica {index}: {exc}")
-        self.stale = True
 
     def _unpause(self, replica: Replica) -> None:
         """Paused outside reuseport: its listener still takes ~1/N of new connections that

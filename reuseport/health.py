@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import httpx
-
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import ReuseportError
 from reuseport.spec import HealthPolicy
@@ -34,6 +32,10 @@ Observe = Callable[[float, bool], None]  # (seconds the check took, passed)
 
 
 def http_check(policy: HealthPolicy) -> Check:
+    # Imported here: httpx is a tenth of a second of every CLI start, and only a service
+    # with an HTTP health check needs it.
+    import httpx
+
     def check(replica: Replica) -> None:
         if replica.health_port is None:
             raise HealthCheckFailed("it has no HEALTH_PORT (started before the check existed)")

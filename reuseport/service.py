@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import psutil
@@ -31,6 +32,7 @@ from reuseport.supervisor import Notify, Supervisor, stop_all
 SUPERVISOR_IMAGE = "reuseport:latest"
 SUPERVISOR_START_S = 30.0
 LEASE_RETRY_S = 0.1  # a supervisor container waiting for the lease (the `up` hands it over)
+UP_OWNER = "`reuseport up`"  # how a lease held by `up` (bring-up or foreground) names itself
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,21 @@ def start(
         )
     adopted = tuple(r.id for r in existing if r.running)
     if detached:
+        holder = store.lease_owner(spec.name)
+        if holder is not None and holder.startswith(UP_OWNER):
+            # That supervisor container waits for an `up` that is still bringing the
+            # service up: two `up` at once, this one is second.
+            raise SupervisorConflict(
+                f"{spec.name!r} is already supervised by {holder}; use `reuseport "
+                f"ps|scale|logs|down {spec.name}`"
+            )
         # `up -d` again: the running supervisor converges to the (possibly new) count;
         # creating replicas here too would race it.
         store.save_spec(spec)
         wait_converged(spec.name, engine, store, ready_timeout_s, lambda status: None)
         return Started(None, adopted)
     # Exactly one supervisor per service: two `up` at once meet here.
-    lease = store.acquire_lease(spec.name, f"`reuseport up` (pid {os.getpid()})")
+    lease = store.acquire_lease(spec.name, f"{UP_OWNER} (pid {os.getpid()})")
     if live_supervisors(engine, spec.name):
         # Another `up -d` finished between our look and our lease: it supervises now.
         lease.release()
@@ -111,6 +121,7 @@ def start(
             notify=notify,
             progress=progress,
         )
+    launching: Future[str] | None = None
     try:
         for stale in engine.supervisors(spec.name):  # exited supervisors of an earlier run
             engine.remove_supervisor(stale.id, timeout=0)
@@ -121,15 +132,18 @@ def start(
         supervisor = Supervisor(
             spec, engine, store, mode="detached" if detach else "foreground", notify=notify
         )
-        supervisor.bring_up(ready_timeout_s, progress)
+        launched = time.time()
         if detach:
-            launched = time.time()
-            supervisor_id = engine.start_supervisor(
-                spec, SUPERVISOR_IMAGE, str(store.root.resolve())
+            # The container boots (a second of Python start-up) while the replicas come up;
+            # it waits for the lease, which this `up` holds until they are ready.
+            launching = _in_background(
+                engine.start_supervisor, spec, SUPERVISOR_IMAGE, str(store.root.resolve())
             )
-            # Hand the lease over only now: released before the container exists, another
-            # `up` could take it, see no supervisor and remove ours as stale. The container
-            # retries the lease every LEASE_RETRY_S meanwhile.
+        supervisor.bring_up(ready_timeout_s, progress)
+        if launching is not None:
+            supervisor_id = launching.result()
+            # Hand the lease over only now that the container exists: released earlier,
+            # another `up` could take it, see no supervisor and remove ours as stale.
             lease.release()
             _wait_supervising(engine, store, spec.name, supervisor_id, launched)
         else:
@@ -137,6 +151,8 @@ def start(
     except BaseException:
         lease.release()
         # Leave nothing behind: remove what this `up` created; adopted replicas stay.
+        if launching is not None and launching.exception() is None:
+            engine.remove_supervisor(launching.result(), timeout=0)
         for replica in engine.replicas(spec.name):
             if replica.id not in adopted:
                 engine.remove_replica(replica.id)
@@ -146,6 +162,19 @@ def start(
     return Started(supervisor, adopted)
 
 
+def _in_background(call: Callable[..., str], *args: object) -> Future[str]:
+    future: Future[str] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call(*args))
+        except BaseException as exc:  # handed to whoever asks the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="launch-supervisor", daemon=True).start()
+    return future
+
+
 def _wait_supervising(
     engine: Engine, store: StateStore, name: str, supervisor_id: str, since: float
 ) -> None:
@@ -153,7 +182,8 @@ def _wait_supervising(
     deadline = time.monotonic() + SUPERVISOR_START_S
     while time.monotonic() < deadline:
         status = published_status(store, name)
-        if status is not None and status.mode == "detached" and status.at >= since:
+        fresh = status is not None and status.mode == "detached" and status.at >= since
+        if fresh and status is not None and status.pid != os.getpid():
             return
         if not any(s.id == supervisor_id and s.running for s in engine.supervisors(name)):
             break

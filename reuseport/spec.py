@@ -8,6 +8,7 @@ restarts a replica, while any template change is a different spec.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -224,6 +225,11 @@ class ServiceSpec:
         return template
 
     def spec_hash(self) -> str:
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> str:
+        # Cached: the supervisor compares it on every pass, and the spec is frozen.
         blob = json.dumps(self.template(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

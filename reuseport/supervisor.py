@@ -33,8 +33,12 @@ __all__ = ["EngineLost", "Notify", "Supervisor", "stop_all"]
 POLL_S = 0.02  # kernel polling period while a replica is starting
 SLOW_POLL_S = 0.25  # ... once it has been starting for STARTING_FAST_S
 STARTING_FAST_S = 5.0
-HEARTBEAT_S = 1.0  # the status file is rewritten at least this often
+HEARTBEAT_S = 2.0  # the status file is rewritten at least this often (ps: STALE_AFTER_S)
 BRING_UP_RELIST_S = 0.2  # how often bring-up re-lists containers (it has no event stream)
+# While the event stream is connected, containers are re-listed this often (events wake a
+# pass with a re-list at once; this only bounds what a silently lost event could hide).
+# The kernel is still observed every resync_s. Without a stream: every resync_s.
+RELIST_S = 5.0
 # A detached supervisor that cannot reach the engine for this long exits non-zero: its
 # restart policy starts a fresh one (a fresh connection, a fresh event stream).
 ENGINE_LOST_EXIT_S = 30.0
@@ -55,6 +59,7 @@ class Supervisor(Reconciler):
         *,
         mode: str = "foreground",
         resync_s: float = 1.0,
+        relist_s: float = RELIST_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall: Callable[[], float] = time.time,
@@ -74,6 +79,8 @@ class Supervisor(Reconciler):
         )
         self.store = store
         self.resync_s = resync_s
+        self.relist_s = relist_s
+        self.events_connected = False  # set by the event watcher while its stream is open
         self.sleep = sleep
         self.wakeups: queue.Queue[Any] = queue.Queue()
         self.wake = lambda: self.wakeups.put("wake")
@@ -118,19 +125,24 @@ class Supervisor(Reconciler):
         """Supervise until stopped; returns why: 'stopped' or 'removed' (spec file gone)."""
         watcher = threading.Thread(target=self._watch, name="events", daemon=True)
         watcher.start()
-        next_resync = 0.0
+        next_resync = next_relist = 0.0
         answered_at = self.clock()
         try:
             while not self.stopping.is_set():
                 now = self.clock()
                 if now >= next_resync:
                     next_resync = now + self.resync_s
-                    self.stale = True
+                    if now >= next_relist or not self.events_connected:
+                        self.stale = True
+                if self.stale:
+                    next_relist = now + self.relist_s
                 try:
                     if not self.follow_spec():
                         return "removed"
+                    listed_at = self.listed_at
                     status = self.reconcile()
-                    answered_at = self.clock()
+                    if self.listed_at != listed_at:  # this pass asked the engine
+                        answered_at = self.clock()
                     self.publish(status)
                 except ReuseportError as exc:
                     # e.g. dockerd restarting: keep supervising, retry on the next tick.
@@ -245,11 +257,14 @@ class Supervisor(Reconciler):
         while not self.stopping.is_set():
             try:
                 self._stream = self.engine.events(self.spec.name)
+                self.events_connected = True
                 for event in self._stream:
                     if event.get("Action", "").split(":")[0] in WAKE_ACTIONS:
                         self.wakeups.put(event)
             except Exception:  # noqa: BLE001 - a broken stream is retried; resync covers the gap
                 pass
+            finally:
+                self.events_connected = False
             if not self.stopping.is_set():
                 self.wakeups.put("reconnect")
                 self.stopping.wait(1.0)

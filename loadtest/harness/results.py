@@ -147,8 +147,9 @@ class RolloutResult:
 @dataclass
 class ScaleoutResult:
     replicas: int = 0
-    seconds: float = 0.0  # `up -n N -d` to all N listening
+    seconds: float = 0.0  # `up -n N -d` to all N listening (best of rounds)
     port: int = 0
+    rounds: int = 1  # each a baseline run then an `up`, alternating
     # The same N containers by N parallel `docker run -d` to all listening (best of runs),
     # and ``seconds`` divided by it; None when the baseline was not run.
     docker_run_seconds: float | None = field(default=None, metadata=OMIT_NONE)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reuseport.errors import ReplicaFailed, ReusePortMissing
-from reuseport.spec import BackoffPolicy, ServiceSpec
+from reuseport.errors import EngineError, ReplicaFailed, ReusePortMissing
+from reuseport.spec import BackoffPolicy, RolloutPolicy, ServiceSpec
 from reuseport.status import ServiceStatus
 from reuseport.store import StateStore
 from reuseport.supervisor import Supervisor
@@ -319,6 +319,7 @@ def test_a_replica_that_never_listens_is_replaced_under_backoff(
     assert all(gap >= 5.0 for gap in gaps), gaps
     assert gaps[-1] > gaps[0]
     assert supervisor.replacements["never-listened"] == len(starts) - 1
+    supervisor.finish_removals()  # graceful stops run on threads, outside the fake clock
     assert len(engine.running()) <= 2
 
 
@@ -339,3 +340,59 @@ def test_an_unreadable_spec_keeps_the_service_running_and_says_why(
     supervisor.store.save_spec(SPEC.with_replicas(2))  # fixed: followed again
     assert supervisor.follow_spec(force=True) and supervisor.spec.replicas == 2
     assert supervisor.reconcile().problem == ""
+
+
+# -- creations of one pass run at once ------------------------------------------------------
+
+
+def test_successors_created_in_one_pass_get_distinct_health_ports(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    spec = replace(
+        SPEC,
+        replicas=4,
+        health=replace(SPEC.health, port_base=19000),
+        rollout=RolloutPolicy(max_surge=3),
+    )
+    supervisor = make(engine, tmp_path, spec)
+    assert supervisor.health is not None
+    supervisor.health.executor = InlineExecutor()  # type: ignore[assignment]
+    supervisor.health.check = lambda replica: None  # every GET /healthz answers 200
+    supervisor.bring_up(timeout_s=5)
+    assert sorted(r.health_port for r in engine.running()) == [19001, 19002, 19003, 19004]
+    supervisor.store.save_spec(replace(spec, image="demo:2"))
+    assert supervisor.follow_spec(force=True)
+    supervisor.stale = True
+    supervisor.reconcile()  # three successors at once, beside the four running replicas
+    ports = [r.health_port for r in engine.running()]
+    assert len(engine.running()) == 7
+    assert len(set(ports)) == 7 and set(ports) - {19001, 19002, 19003, 19004} == {
+        19005,
+        19006,
+        19007,
+    }
+
+
+def test_one_failed_creation_of_a_batch_is_backed_off_alone(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    original = engine.create_replica
+
+    def create(spec: ServiceSpec, index: int, restarts: int, health_port: int | None = None) -> str:
+        if index == 2:
+            raise EngineError("cannot create replica 2: no space left on device")
+        return original(spec, index, restarts, health_port)
+
+    engine.create_replica = create  # type: ignore[method-assign]
+    supervisor = make(engine, tmp_path)
+    supervisor.reconcile()
+    assert sorted(r.index for r in engine.running()) == [1, 3]
+    assert any("no space left" in m for m in supervisor.messages)  # type: ignore[attr-defined]
+    supervisor.stale = True
+    supervisor.reconcile()  # inside the backoff: no second attempt yet
+    assert sorted(i for i, _ in engine.created) == [1, 3]
+    engine.clock.advance(SPEC.backoff.initial * 2)
+    engine.create_replica = original  # type: ignore[method-assign]
+    supervisor.stale = True
+    supervisor.reconcile()
+    assert sorted(r.index for r in engine.running()) == [1, 2, 3]
