@@ -39,6 +39,9 @@ BRING_UP_RELIST_S = 0.2  # how often bring-up re-lists containers (it has no eve
 # pass with a re-list at once; this only bounds what a silently lost event could hide).
 # The kernel is still observed every resync_s. Without a stream: every resync_s.
 RELIST_S = 5.0
+# While the port has no connection at all, nothing can hang and a death comes as an event:
+# the kernel is read every QUIET_RESYNC_S instead of every resync_s (half an idle's cost).
+QUIET_RESYNC_S = 2.0
 # A detached supervisor that cannot reach the engine for this long exits non-zero: its
 # restart policy starts a fresh one (a fresh connection, a fresh event stream).
 ENGINE_LOST_EXIT_S = 30.0
@@ -131,7 +134,8 @@ class Supervisor(Reconciler):
             while not self.stopping.is_set():
                 now = self.clock()
                 if now >= next_resync:
-                    next_resync = now + self.resync_s
+                    quiet = self._holdings.quiet and self.resync_s < QUIET_RESYNC_S
+                    next_resync = now + (QUIET_RESYNC_S if quiet else self.resync_s)
                     if now >= next_relist or not self.events_connected:
                         self.stale = True
                 if self.stale:

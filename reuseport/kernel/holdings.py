@@ -58,6 +58,11 @@ class Holdings:
         # quiet (no connection, nothing queued); None when it was not quiet.
         self._quiet_at: int | None = None
 
+    @property
+    def quiet(self) -> bool:
+        """The last read found no connection on the port and nothing queued."""
+        return self._quiet_at is not None
+
     def connections_unchanged(self, passive_opens: int | None) -> bool:
         """Still no connection on the port: the last read with connections found it quiet
         and no connection was established anywhere since (``passive_opens`` unchanged)."""
