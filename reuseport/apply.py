@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from reuseport import controller, liveness
+from reuseport import controller, liveness, steering
 from reuseport.backoff import BackoffBook
 from reuseport.controller import Create, Fail, Remove, Replace
 from reuseport.engine.base import Engine, Replica
@@ -21,6 +21,7 @@ from reuseport.spec import ServiceSpec
 # A failing replica whose accept queue has not moved for this long is not accepting: its
 # listener is closed for it before it is stopped (see _evict).
 STALLED_EVICT_S = 1.0
+DRAIN_QUEUE_S = 2.0  # longest wait for a drained replica's accept queue before its stop
 # Creations of one pass run at once: each is two engine round trips that mostly wait on
 # dockerd (16 at once brought 16 replicas up in 2.6 s where one after another took 3.3 s).
 CREATE_PARALLELISM = 16
@@ -65,6 +66,8 @@ class Applier:
     _verdicts: dict[str, Verdict]
     _removals: ThreadPoolExecutor
     _stopping: set[Future[None]]
+    _steer: Callable[[float], None]
+    _steered_listeners: Callable[[Remove], tuple[int, ...]]
 
     def _verdict_kind(self, container_id: str) -> str | None:
         """The kind of this pass's verdict on a container (None: not judged this pass)."""
@@ -82,9 +85,14 @@ class Applier:
             if self._verdict_kind(replica.id) == PAUSED:
                 self._unpause(replica)
         self._create_all([a.index for a in actions if isinstance(a, Create)], now)
-        for action in actions:
-            if isinstance(action, Remove):
-                self._remove(action)
+        removals = [a for a in actions if isinstance(a, Remove)]
+        for action in removals:
+            self._mark_removed(action)
+        # Membership before the stops: a draining replica leaves the steering map first, so
+        # its queue only empties from then on (see _stop_when_accepted).
+        self._steer(now)
+        for action in removals:
+            self._remove(action)
         for index in [i for i in self.book.slots if i > self.spec.replicas]:
             self.book.forget(index)
 
@@ -190,6 +198,14 @@ class Applier:
             self.replacements["create-failed"] += 1
             self.notify(f"replica {index}: {exc}")
 
+    def _stop_when_accepted(self, container_id: str, listeners: tuple[int, ...]) -> None:
+        """Out of the steering map, a replica gets no new connection: let it accept what
+        its queue holds (bounded), then stop it, so SIGTERM resets no queued connection
+        whatever tcp_migrate_req says."""
+        if listeners:
+            steering.wait_accepted(self.spec.port, listeners, DRAIN_QUEUE_S)
+        self.engine.stop_replica(container_id, self.spec.stop_timeout)
+
     def _unpause(self, replica: Replica) -> None:
         """Paused outside reuseport: its listener still takes ~1/N of new connections that
         nobody accepts. The supervisor owns the replicas' lifecycle: it resumes it."""
@@ -200,22 +216,23 @@ class Applier:
             self.notify(f"could not unpause replica {replica.index}: {exc}")
         self.stale = True
 
-    def _remove(self, action: Remove) -> None:
+    def _mark_removed(self, action: Remove) -> None:
         record = self.records.get(action.container_id)
         if record is not None:
             record.removed_by_us = True
+            record.draining = record.draining or action.graceful
+
+    def _remove(self, action: Remove) -> None:
         if not action.graceful:
             self.engine.remove_replica(action.container_id)
             self.stale = True
             return
-        if record is not None:
-            record.draining = True
         what = {"outdated": "old-template", "failing": "failing"}.get(action.why, "surplus")
         self.notify(f"draining {what} replica {action.index} ({action.container_id[:12]})")
         if action.why == "failing" and self._not_accepting(action.container_id):
             self._evict(action.container_id)
         future = self._removals.submit(
-            self.engine.stop_replica, action.container_id, self.spec.stop_timeout
+            self._stop_when_accepted, action.container_id, self._steered_listeners(action)
         )
         self._stopping.add(future)
         future.add_done_callback(self._drained)

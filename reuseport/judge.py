@@ -23,6 +23,11 @@ DRAINING = "draining"  # stopping gracefully (scale down, rollout, replaced)
 PAUSED = "paused"  # paused outside reuseport: unpaused by the supervisor
 DEAD = "dead"  # not running: replaced under backoff
 
+# Steering: a ready replica whose accept queue has not moved for this long is taken out of
+# the steering map at once (it re-enters when the queue moves), far ahead of the hang
+# window that replaces it. Slow-but-accepting replicas show progress within milliseconds.
+SUSPECT_AFTER_S = 0.25
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -78,3 +83,14 @@ def judge(
         ready = is_ready(listening, health_passed, failing=False, draining=False)
         return Verdict(READY if ready else AWAITING_HEALTH, ready, listening)
     return Verdict(NOT_LISTENING if record.ever_ready else STARTING, False, False)
+
+
+def out_of_steering(verdict: Verdict, stall: liveness.Stall | None, now: float) -> str:
+    """Why a replica must not be in the steering map ("" = it belongs there): only a ready
+    replica that is not suspect takes new connections while steering is on."""
+    if verdict.kind != READY:
+        return verdict.why or verdict.kind
+    stalled = liveness.stalled_for(stall, now)
+    if stalled >= SUSPECT_AFTER_S:
+        return f"suspect: accept queue unmoved for {stalled:.1f}s"
+    return ""

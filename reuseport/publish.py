@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reuseport.backoff import SlotHealth
 from reuseport.engine.base import Replica
@@ -28,6 +28,9 @@ class PassResult:
     waiting: Mapping[int, float]
     replacements: Mapping[str, int]
     problem: str = ""
+    membership: Mapping[str, str] = field(default_factory=dict)  # id -> why out ("" = in)
+    balance: str = "hash"
+    balance_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ def service_status(done: PassResult, by: Publisher, now: float, wall: float) -> 
         slot = done.slots.get(replica.index)
         held = port.replicas.get(replica.id)
         counted = port.with_connections and replica.running
+        out_why = done.membership.get(replica.id)  # None: not steered, "": in the map
         rows.append(
             ReplicaStatus(
                 index=replica.index,
@@ -82,6 +86,8 @@ def service_status(done: PassResult, by: Publisher, now: float, wall: float) -> 
                 )
                 if counted
                 else None,
+                member=None if out_why is None else not out_why,
+                out_why=out_why or "",
             )
         )
     waiting = done.waiting
@@ -131,4 +137,6 @@ def service_status(done: PassResult, by: Publisher, now: float, wall: float) -> 
         pid_namespace=by.pid_namespace,
         problem=done.problem,
         counted=port.with_connections,
+        balance=done.balance,
+        balance_note=done.balance_note,
     )

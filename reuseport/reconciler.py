@@ -19,11 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
-from reuseport import controller, judge, liveness, publish
+from reuseport import controller, judge, liveness, publish, steering
 from reuseport.apply import Applier, Evict, Notify
 from reuseport.backoff import BackoffBook
-from reuseport.controller import Fail, Observed, Wait
+from reuseport.controller import Fail, Observed, Remove, Wait
 from reuseport.engine.base import Engine, Replica
+from reuseport.errors import ReuseportError
 from reuseport.health import HealthChecks, Observe, command_check, http_check
 from reuseport.judge import Verdict
 from reuseport.kernel import attribution, destroy
@@ -32,6 +33,7 @@ from reuseport.kernel.holdings import Holdings
 from reuseport.records import Records
 from reuseport.spec import HealthPolicy, ServiceSpec
 from reuseport.status import ServiceStatus
+from reuseport.steering import Opener, SteeringState
 
 # How often established connections are read (hang detection, the kernel view): the
 # listener-only reads of the fast readiness polling cost less.
@@ -61,6 +63,7 @@ class Reconciler(Applier):
         evict: Evict = destroy.close_listener,
         notify: Notify = lambda message: None,
         app_checks: bool = True,
+        steering: Opener | None = None,
     ) -> None:
         self.spec = spec
         self.engine = engine
@@ -92,6 +95,12 @@ class Reconciler(Applier):
         self._removals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="remove")
         self._stopping: set[Future[None]] = set()  # graceful stops in flight
         self.wake: Callable[[], None] = lambda: None  # the loop's: pass again soon
+        # Steering (see reuseport.steering): None opener = the kernel's hash, said nowhere.
+        self._steer_open = steering
+        self.steering = SteeringState()
+        self._observation = PortObservation(spec.port)  # this pass's read of the port
+        self._membership: dict[str, str] = {}  # container id -> why not in the map
+        self._steer_said: set[str] = set()
 
     # -- the pass -----------------------------------------------------------------------
 
@@ -140,6 +149,7 @@ class Reconciler(Applier):
             self._note_foreign(observation)
         if self.health is not None:
             self.health.poll([r for r in self._listed if not self._draining(r.id)])
+        self._observation = observation
         return observation
 
     def _judge(self, observation: PortObservation, now: float) -> list[Observed]:
@@ -227,6 +237,67 @@ class Reconciler(Applier):
         for observer in self.health_observers:
             observer(seconds, ok)
 
+    # -- steering -----------------------------------------------------------------------
+
+    def _steer(self, now: float) -> None:
+        """Make the steering map hold exactly the replicas that may take new connections."""
+        self._open_steering()
+        steerer = self.steering.steerer
+        if steerer is None:
+            self._membership = {}
+            return
+        decided = steering.membership(
+            self._listed, self._verdicts, self.records, self._observation, now
+        )
+        self._membership = decided.out
+        if self.steering.policy == "least-conn" and self._observation.with_connections:
+            steerer.set_loads(steering.loads(self._observation))
+        if set(decided.wanted) == steerer.members():
+            return
+        try:
+            result = steerer.sync(decided.wanted)
+        except ReuseportError as exc:
+            self._say_once(f"steering: {exc}")
+            return
+        for inode, why in result.failed.items():
+            self._say_once(f"steering: cannot admit listener {inode}: {why}")
+
+    def _open_steering(self) -> None:
+        state, asked = self.steering, self.spec.balance
+        if state.asked == asked:
+            return
+        state.close(detach=True)  # a different policy: the old program's map empties
+        state.asked, state.policy, state.note = asked, "hash", ""
+        if asked == "hash" or self._steer_open is None:
+            return
+        try:
+            state.steerer = self._steer_open(asked)
+            state.policy = asked
+        except ReuseportError as exc:
+            state.note = str(exc)
+            self.notify(
+                f"{asked} balancing is not available here ({exc}); new connections are "
+                "spread by the kernel's hash"
+            )
+
+    def _steered_listeners(self, action: Remove) -> tuple[int, ...]:
+        """The listeners of a replica that just left the map (their queues to wait out)."""
+        if self.steering.steerer is None:
+            return ()
+        sockets_ = self._observation.replicas.get(action.container_id)
+        return sockets_.listeners if sockets_ else ()
+
+    def _say_once(self, message: str) -> None:
+        if message not in self._steer_said:
+            self._steer_said.add(message)
+            self.notify(message)
+
+    def close_steering(self, detach: bool) -> None:
+        """Supervision ends: keep the program attached for the next supervisor (``detach``
+        False), or take steering off (the service is going away)."""
+        self.steering.close(detach)
+        self.steering.asked = ""
+
     # -- publish ------------------------------------------------------------------------
 
     def _publish(self, actions: list[controller.Action], now: float) -> ServiceStatus:
@@ -241,6 +312,9 @@ class Reconciler(Applier):
                 waiting={a.index: a.until for a in actions if isinstance(a, Wait)},
                 replacements=dict(self.replacements),
                 problem=self.problem,
+                membership=dict(self._membership),
+                balance=self.steering.policy,
+                balance_note=self.steering.note,
             ),
             publish.Publisher(self.mode, self.describe(), os.getpid(), pid_namespace()),
             now,

@@ -141,6 +141,11 @@ class HealthPolicy:
         return range(self.port_base + 1, self.port_base + 2 * replicas + max_surge + 1)
 
 
+BALANCES = ("round-robin", "least-conn", "hash")
+# Round-robin where the kernel lets the supervisor steer, else the hash (said once).
+DEFAULT_BALANCE = "round-robin"
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
@@ -155,9 +160,17 @@ class ServiceSpec:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     metrics_port: int | None = None  # Prometheus /metrics, served by the supervisor
     metrics_addr: str = "127.0.0.1"
+    # Which replica a new connection goes to (see reuseport.kernel.steer): the kernel's
+    # 4-tuple hash, or an eBPF program over the ready replicas. Not part of the template:
+    # changing it restarts nothing.
+    balance: str = DEFAULT_BALANCE
 
     def __post_init__(self) -> None:
         validate_name(self.name)
+        if self.balance not in BALANCES:
+            raise InvalidSpec(
+                f"--balance must be one of {', '.join(BALANCES)}, got {self.balance!r}"
+            )
         if not self.image or any(c.isspace() for c in self.image):
             raise InvalidSpec(f"invalid image reference {self.image!r}")
         validate_replicas(self.replicas)

@@ -52,6 +52,9 @@ class ReplicaStatus:
     last_error: str = ""
     why: str = ""  # why it is being replaced while it still runs ("" when it is not)
     sockets: Sockets | None = None
+    # Steering: in the map (takes new connections) or not and why; None when not steered.
+    member: bool | None = None
+    out_why: str = ""
 
     @property
     def short_id(self) -> str | None:
@@ -98,6 +101,8 @@ class ServiceStatus:
     pid_namespace: int | None = None  # ... this pid namespace (inode of /proc/PID/ns/pid)
     problem: str = ""  # something the user must fix (e.g. an unreadable spec file)
     counted: bool = False  # the sockets figures include established connections
+    balance: str = ""  # how new connections are spread now: round-robin, least-conn, hash
+    balance_note: str = ""  # why it is not what the spec asks (steering unavailable here)
 
     @property
     def ready(self) -> int:
@@ -203,6 +208,8 @@ def replica_json(status: ServiceStatus, row: ReplicaStatus, now: float) -> dict[
         "share": sockets.share if sockets else None,
         "failing": row.why,
         "awaiting_health": row.awaiting_health,
+        "member": row.member,
+        "out_why": row.out_why or None,
     }
 
 

@@ -71,6 +71,7 @@ class ReplicaSockets:
     accept_queue: int  # connections waiting in its listeners' accept queues
     backlog: int  # the most those queues may hold (0 when unknown)
     connections: frozenset[int]  # inodes of established connections it has accepted
+    holders: tuple[tuple[int, int], ...] = ()  # (listener inode, a pid holding it)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ def observe(
             sum(table.listeners[i].accept_queue for i in mine),
             sum(table.listeners[i].backlog for i in mine),
             frozenset(accepted.get(replica.id, ())),
+            tuple((i, holdings.listener_owner[i][1]) for i in sorted(mine)),
         )
     strangers = [s for i, s in table.listeners.items() if foreign and i not in claimed]
     uids = {table.listeners[i].uid for i in claimed}

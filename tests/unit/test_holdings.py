@@ -136,7 +136,9 @@ def test_observe_with_a_cache_sees_what_a_fresh_read_sees(monkeypatch: pytest.Mo
     monkeypatch.setattr(attribution, "Holdings", proc.holdings)
     fresh = attribution.observe(80, replicas)
     assert cached == again == fresh
-    assert cached.replicas["c1"] == attribution.ReplicaSockets(100, (1,), 0, 128, frozenset({7}))
+    assert cached.replicas["c1"] == attribution.ReplicaSockets(
+        100, (1,), 0, 128, frozenset({7}), holders=((1, 100),)
+    )
     assert cached.listening == {"c1": 100, "c2": 200}
 
 
