@@ -60,6 +60,7 @@ def diagnose(
     process_tree: attribution.ProcessTree = processes.process_tree,
     euid: int | None = None,
     release: str | None = None,
+    steering: Callable[[], str | None] | None = None,
 ) -> list[Finding]:
     """Every finding, in checklist order: engine, kernel, sysctls, the port, uids."""
     euid = os.geteuid() if euid is None else euid
@@ -70,6 +71,7 @@ def diagnose(
     findings.append(_kernel(release or platform.release()))
     findings.append(_migrate(read("net.ipv4.tcp_migrate_req")))
     findings.append(_somaxconn(read("net.core.somaxconn")))
+    findings.append(_steering((steering or _steering_reason)()))
     if port is None:
         findings.append(_uids(euid, None, []))
         return findings
@@ -97,6 +99,29 @@ def _engine(connect: Callable[[], Engine]) -> tuple[Engine | None, Finding]:
         "ok",
         f"Docker {info.get('version', '?')} (API {info.get('api_version', '?')}) "
         f"at {info.get('address', '?')}",
+    )
+
+
+def _steering_reason() -> str | None:
+    from reuseport.kernel import steer  # bpf(2) through ctypes: loaded only when asked
+
+    return steer.unavailable_reason()
+
+
+def _steering(reason: str | None) -> Finding:
+    if reason is None:
+        return Finding(
+            "steering",
+            "ok",
+            "eBPF steering works here: --balance round-robin/least-conn send new connections "
+            "only to ready replicas (the supervisor container gets CAP_SYS_ADMIN for it)",
+        )
+    return Finding(
+        "steering",
+        "warn",
+        f"no eBPF steering here ({reason}): services run on the kernel's hash, which also "
+        "sends new connections to starting, draining and hung replicas",
+        "run as root (or with CAP_SYS_ADMIN / CAP_BPF) on Linux >= 5.14",
     )
 
 

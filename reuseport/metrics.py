@@ -121,6 +121,13 @@ class SupervisorCollector(Collector):
             {"service": service},
             len(foreign),
         )
+        yield _gauge(
+            "reuseport_balance_info",
+            "How new connections are spread now (value 1): round-robin or least-conn "
+            "(eBPF steering over the ready replicas) or hash (the kernel's).",
+            {"service": service, "policy": status.balance or "hash"},
+            1,
+        )
         info = GaugeMetricFamily(
             "reuseport_foreign_listener_info",
             "One foreign listener on the service port (value 1); pid and program are empty "
@@ -215,6 +222,12 @@ class SupervisorCollector(Collector):
             "How long this replica's last finished health check took.",
             labels=names,
         )
+        member_m = GaugeMetricFamily(
+            "reuseport_replica_steered",
+            "1 while this replica is in the steering map (takes new connections), 0 while it "
+            "is out; absent when the port is balanced by the kernel's hash.",
+            labels=names,
+        )
         # As in `ps`: socket figures only when the last read included connections, and only
         # for running replicas (an exited one holds nothing).
         for replica in sorted(replicas, key=lambda r: (r.index, r.container_id or "")):
@@ -229,13 +242,15 @@ class SupervisorCollector(Collector):
                     backlog.add_metric(labels, sockets.backlog)
             if replica.why:
                 failing_m.add_metric((*labels, death_kind(replica.why)), 1)
+            if replica.member is not None:
+                member_m.add_metric(labels, 1 if replica.member else 0)
             state = health_states.get(replica.container_id or "")
             if state is not None:
                 health_failures.add_metric(labels, state.failures)
                 if state.latency_s is not None:
                     health_latency.add_metric(labels, state.latency_s)
         yield from (listening_m, ready_m, connections, accept_queue, backlog, failing_m)
-        yield from (health_failures, health_latency)
+        yield from (health_failures, health_latency, member_m)
 
 
 def _gauge(name: str, doc: str, labels: dict[str, str], value: float) -> GaugeMetricFamily:

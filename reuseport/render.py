@@ -28,6 +28,7 @@ def service_table(status: ServiceStatus, now: float) -> Group:
         f"  supervisor: {status.supervisor}",
         _freshness(status, now),
         f"  connections: {status.connections}" if status.counted else "",
+        _balance(status),
         (f"  replaced: {_replacements(status)}", "yellow") if status.replacements else "",
     )
     table = Table(box=None, pad_edge=False, header_style="bold")
@@ -41,6 +42,7 @@ def service_table(status: ServiceStatus, now: float) -> Group:
         "CONNS",
         "QUEUE",
         "SHARE",
+        "STEERED",
         "RESTARTS",
         "UPTIME",
         "IMAGE",
@@ -59,6 +61,7 @@ def service_table(status: ServiceStatus, now: float) -> Group:
             str(sockets.connections) if sockets else "-",
             _queue(sockets.accept_queue, sockets.backlog) if sockets else Text("-"),
             f"{sockets.share:.0%}" if sockets else "-",
+            _member(row),
             str(row.restarts),
             format_uptime(uptime),
             row.image,
@@ -67,15 +70,38 @@ def service_table(status: ServiceStatus, now: float) -> Group:
     parts: list[Text | Table] = [header, table]
     if status.problem:
         parts.append(Text(f"! {status.problem}", style="bold red"))
+    steered = any(row.member for row in status.replicas)
     for foreign in status.foreign:
+        said = (
+            "steering shuts it out: it gets no new connection"
+            if steered
+            else "with SO_REUSEPORT and the same uid it takes a share of the connections"
+        )
         parts.append(
             Text(
                 f"! foreign listener on :{status.port}: {foreign.describe()} is not a replica; "
-                "with SO_REUSEPORT and the same uid it takes a share of the connections",
-                style="bold red",
+                + said,
+                style="yellow" if steered else "bold red",
             )
         )
     return Group(*parts)
+
+
+def _balance(status: ServiceStatus) -> Text | str:
+    if not status.balance:
+        return ""
+    if status.balance_note:
+        return Text(f"  balance: hash ({status.balance_note})", style="yellow")
+    return f"  balance: {status.balance}"
+
+
+def _member(row: ReplicaStatus) -> Text:
+    """In the steering map (takes new connections) or not and why; "-" when not steered."""
+    if row.member is None:
+        return Text("-")
+    if row.member:
+        return Text("in", style="green")
+    return Text(f"out: {row.out_why}" if row.out_why else "out", style="yellow")
 
 
 def _note(row: ReplicaStatus, now: float) -> str:

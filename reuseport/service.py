@@ -26,6 +26,7 @@ from reuseport.errors import (
 from reuseport.reconciler import observe_unsupervised, pid_namespace
 from reuseport.spec import ServiceSpec, differences
 from reuseport.status import STALE_AFTER_S, ServiceStatus
+from reuseport.steering import Opener, kernel_opener
 from reuseport.store import StateStore
 from reuseport.supervisor import Notify, Supervisor, stop_all
 
@@ -56,6 +57,13 @@ def foreground_supervisor_pid(store: StateStore, name: str) -> int | None:
         return None
     pid = status.pid
     return pid if psutil.pid_exists(pid) and pid != os.getpid() else None
+
+
+def kernel_steering(store: StateStore, name: str) -> Opener:
+    """The kernel's steering for ``name``, adopting what its last supervisor attached."""
+    return kernel_opener(
+        lambda: store.load_steering(name), lambda handle: store.save_steering(name, handle)
+    )
 
 
 def live_supervisors(engine: Engine, name: str) -> list[SupervisorInfo]:
@@ -130,7 +138,12 @@ def start(
             preflight.check_free(spec.metrics_addr, spec.metrics_port, "--metrics-port")
         store.save_spec(spec)
         supervisor = Supervisor(
-            spec, engine, store, mode="detached" if detach else "foreground", notify=notify
+            spec,
+            engine,
+            store,
+            mode="detached" if detach else "foreground",
+            notify=notify,
+            steering=kernel_steering(store, spec.name),
         )
         launched = time.time()
         if detach:
@@ -280,7 +293,14 @@ def detached_supervisor(
         except SupervisorConflict as exc:
             message = f"waiting to supervise {name}: {exc}"
         else:
-            supervisor = Supervisor(spec, engine, store, mode="detached", notify=say)
+            supervisor = Supervisor(
+                spec,
+                engine,
+                store,
+                mode="detached",
+                notify=say,
+                steering=kernel_steering(store, name),
+            )
             supervisor.lease = lease
             say(f"supervising {name}: {spec.replicas} replicas on port {spec.port}")
             return supervisor

@@ -187,7 +187,7 @@ class StateStore:
         stays, so the next acquirer still meets the holder's lock on the same inode. Either
         way a holder never notices: its lock lives on its fd, not on the name."""
         with self._spec_lock(name):
-            for kind in ("spec", "status", "history"):
+            for kind in ("spec", "status", "history", "steering"):
                 self._path(name, kind).unlink(missing_ok=True)
             self._guard_path(name, "lock").unlink(missing_ok=True)  # held by us: safe
         lease_path = self._guard_path(name, "lease")
@@ -198,6 +198,20 @@ class StateStore:
             fd = _open_locked(lease_path, fcntl.LOCK_EX | fcntl.LOCK_NB, create=False)
             lease_path.unlink(missing_ok=True)
             os.close(fd)
+
+    def save_steering(self, name: str, handle: dict[str, Any]) -> None:
+        """The ids of the steering program and maps a supervisor attached (a later one
+        adopts them: see reuseport.kernel.steer)."""
+        self._write(self._path(name, "steering"), {"handle": handle})
+
+    def load_steering(self, name: str) -> dict[str, Any] | None:
+        try:
+            data = self._read(self._path(name, "steering"))
+        except StateUnreadable as exc:
+            log.warning("%s; steering starts afresh", exc)
+            return None
+        handle = (data or {}).get("handle")
+        return handle if isinstance(handle, dict) else None
 
     def forget_status(self, name: str) -> None:
         self._path(name, "status").unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from reuseport.liveness import SUSPECT_POLL_S
 from reuseport.reconciler import Evict, Notify, Observer, Reconciler
 from reuseport.spec import ServiceSpec, differences
 from reuseport.status import ServiceStatus
+from reuseport.steering import Opener
 from reuseport.store import Lease, StateStore
 
 __all__ = ["EngineLost", "Notify", "Supervisor", "stop_all"]
@@ -69,6 +70,7 @@ class Supervisor(Reconciler):
         readiness: Observer = attribution.observe,
         evict: Evict = destroy.close_listener,
         notify: Notify = lambda message: None,
+        steering: Opener | None = None,
     ) -> None:
         super().__init__(
             spec,
@@ -79,6 +81,7 @@ class Supervisor(Reconciler):
             readiness=readiness,
             evict=evict,
             notify=notify,
+            steering=steering,
         )
         self.store = store
         self.resync_s = resync_s
@@ -167,6 +170,8 @@ class Supervisor(Reconciler):
             self._close_stream()
             if self.health is not None:
                 self.health.close()
+            # The program stays attached with its members: a next supervisor adopts it.
+            self.close_steering(detach=False)
 
     def release(self) -> None:
         """Give up the service's lease (after the last pass)."""

@@ -16,6 +16,7 @@ from reuseport.cli._common import StateDir, app, err, out, say, stop_on_signals,
 from reuseport.errors import InvalidSpec, ReuseportError
 from reuseport.render import service_table
 from reuseport.spec import (
+    DEFAULT_BALANCE,
     BackoffPolicy,
     HealthPolicy,
     ServiceSpec,
@@ -134,6 +135,15 @@ def up(
     metrics_addr: Annotated[
         str, typer.Option("--metrics-addr", help="Address the metrics server binds.")
     ] = "127.0.0.1",
+    balance: Annotated[
+        str,
+        typer.Option(
+            "--balance",
+            help="How new connections are spread: round-robin or least-conn (an eBPF program "
+            "over the ready replicas only; needs CAP_SYS_ADMIN, falls back to hash with one "
+            "line saying so) or hash (the kernel's 4-tuple hash, over every listener).",
+        ),
+    ] = DEFAULT_BALANCE,
     state_dir: StateDir = None,
 ) -> None:
     """Launch N replicas on one port, prove each listens, and supervise them.
@@ -167,6 +177,7 @@ def up(
         ),
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
+        balance=balance,
     )
     if ready_timeout <= 0:
         raise InvalidSpec(f"--ready-timeout must be > 0, got {ready_timeout:g}")

@@ -327,7 +327,9 @@ class DockerEngine:
             # processes through /proc; SYS_PTRACE lets it read their fd tables.
             pid_mode="host",
             # NET_ADMIN: closing a hung replica's listener (sock_diag SOCK_DESTROY).
-            cap_add=["SYS_PTRACE", "NET_ADMIN"],
+            # SYS_ADMIN, only for eBPF steering: bpf(2) (Docker 20.10 does not know the
+            # narrower CAP_BPF); SYS_PTRACE also lets it borrow listeners by pidfd_getfd.
+            cap_add=["SYS_PTRACE", "NET_ADMIN"] + (["SYS_ADMIN"] if spec.balance != "hash" else []),
             init=True,
             # Four times a replica's CPU weight: a supervisor starved by busy replicas (or by
             # N apps starting at once) cannot notice that one died or hung.

@@ -69,6 +69,7 @@ def run_list(
     reuseport: bool | None = True,
     euid: int = 0,
     release: str = "6.1.0-18-amd64",
+    steering: str | None = None,
 ) -> list[Finding]:
     sysctls = {"net.ipv4.tcp_migrate_req": migrate, "net.core.somaxconn": somaxconn}
     return doctor.diagnose(
@@ -80,6 +81,7 @@ def run_list(
         process_tree=lambda pid: [pid],
         euid=euid,
         release=release,
+        steering=lambda: steering,
     )
 
 
@@ -102,6 +104,7 @@ def test_healthy_host_is_all_ok_and_does_not_block() -> None:
         "kernel": "ok",
         "tcp_migrate_req": "ok",
         "somaxconn": "ok",
+        "steering": "ok",
         "port": "ok",
         "uids": "ok",
     }
@@ -354,3 +357,11 @@ def test_command_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().err.strip() == (
         "reuseport: error: port must be between 1 and 65535, got 70000"
     )
+
+
+def test_steering_is_reported_with_why_it_is_not_available() -> None:
+    assert run()["steering"].status == "ok"
+    missing = run(steering="bpf(2) refused: needs CAP_SYS_ADMIN (or CAP_BPF)")["steering"]
+    assert missing.status == "warn"
+    assert "needs CAP_SYS_ADMIN (or CAP_BPF)" in missing.detail
+    assert "kernel's hash" in missing.detail and missing.fix
