@@ -33,6 +33,7 @@ __all__ = ["EngineLost", "Notify", "Supervisor", "stop_all"]
 
 POLL_S = 0.02  # kernel polling period while a replica is starting
 SLOW_POLL_S = 0.25  # ... once it has been starting for STARTING_FAST_S
+STEER_POLL_S = 0.2  # kernel reads while steering a port with connections
 STARTING_FAST_S = 5.0
 HEARTBEAT_S = 2.0  # the status file is rewritten at least this often (ps: STALE_AFTER_S)
 BRING_UP_RELIST_S = 0.2  # how often bring-up re-lists containers (it has no event stream)
@@ -208,6 +209,10 @@ class Supervisor(Reconciler):
             wake = min(wake, due - now)
         if self.spec.health.hang_window > 0 and any(r.stall for r in self.records):
             wake = min(wake, SUSPECT_POLL_S)
+        if self.steering.steerer is not None and not self._holdings.quiet:
+            # Steered and connections flowing: a replica that stops accepting leaves the
+            # map within STEER_POLL_S + judge.SUSPECT_AFTER_S (a listener read: ~0.1 ms).
+            wake = min(wake, STEER_POLL_S)
         min_ready = self.spec.rollout.min_ready_s
         for since in (r.ready_since for r in self.records):
             if since is not None and now - since < min_ready:  # a rollout waits on it
