@@ -24,10 +24,15 @@ class ReuseportCli:
         self.state_dir = state_dir
         self.env = {**os.environ, STATE_DIR_ENV: str(state_dir), **(extra_env or {})}
 
+    @staticmethod
+    def argv(*args: str) -> list[str]:
+        """The command line of ``reuseport ARGS`` (to run it under another command)."""
+        return [sys.executable, "-m", "reuseport", *args]
+
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start ``reuseport ARGS`` (a foreground `up`, `top`, `logs -f`) without waiting."""
         return subprocess.Popen(
-            [sys.executable, "-m", "reuseport", *args],
+            self.argv(*args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -40,7 +45,7 @@ class ReuseportCli:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``reuseport ARGS``; with ``check``, a non-zero exit raises SetupError."""
         proc = subprocess.run(
-            [sys.executable, "-m", "reuseport", *args],
+            self.argv(*args),
             capture_output=True,
             text=True,
             env=env or self.env,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
 from typing import Any
 
 from reuseport.engine.base import Replica, SupervisorInfo
@@ -132,7 +133,14 @@ def listening_probe(engine: FakeEngine, delay: float = 0.0, queues: dict[str, in
     def probe(port: int, replicas: list[Replica], **_: object) -> PortObservation:
         now = engine.clock()
         found = {
-            r.id: ReplicaSockets(r.pid, (r.pid,), (queues or {}).get(r.id, 0), 128, frozenset())
+            r.id: ReplicaSockets(
+                r.pid,
+                (r.pid,),
+                (queues or {}).get(r.id, 0),
+                128,
+                frozenset(),
+                ((r.pid, r.pid),),  # its listener's inode is its pid, here
+            )
             for r in replicas
             if r.running and r.id in engine.containers and now - (r.started_at or 0) >= delay
         }
@@ -162,3 +170,45 @@ class InlineExecutor:
         return future
 
     def shutdown(self, **_: Any) -> None: ...
+
+
+@dataclass
+class FakeSyncResult:
+    members: frozenset[int]
+    admitted: tuple[int, ...] = ()
+    evicted: tuple[int, ...] = ()
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class FakeSteerer:
+    """The steering map as a set; every sync and its order against the engine's stops."""
+
+    policy: str
+    engine: FakeEngine | None = None
+    map: set[int] = field(default_factory=set)
+    syncs: list[frozenset[int]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # shared with the engine's stops
+    closed: str = ""
+
+    def handle(self) -> dict:
+        return {"policy": self.policy}
+
+    def sync(self, wanted: Mapping[int, int]) -> FakeSyncResult:
+        self.syncs.append(frozenset(wanted))
+        evicted = tuple(sorted(self.map - set(wanted)))
+        self.map = set(wanted)
+        self.log.extend(f"evict {inode}" for inode in evicted)
+        return FakeSyncResult(frozenset(self.map), evicted=evicted)
+
+    def members(self) -> frozenset[int]:
+        return frozenset(self.map)
+
+    def set_loads(self, loads: Mapping[int, int]) -> None: ...
+
+    def close(self) -> None:
+        self.closed = "closed"
+
+    def detach(self) -> None:
+        self.map.clear()
+        self.closed = "detached"

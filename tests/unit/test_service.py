@@ -51,7 +51,8 @@ def start(spec: ServiceSpec, engine: FakeEngine, store: StateStore) -> service.S
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="svc", image="demo:1", replicas=2, port=free_port())
+    # The kernel's hash: these replicas are fakes, nothing here to steer (see test_steering).
+    return ServiceSpec(name="svc", image="demo:1", replicas=2, port=free_port(), balance="hash")
 
 
 def test_a_second_up_of_a_supervised_service_is_refused_naming_the_holder(

@@ -1,0 +1,172 @@
+"""eBPF steering on the real engine: who gets new connections is the supervisor's decision.
+
+What the code does (reuseport.steering + reuseport.kernel.steer): with `--balance
+round-robin` (the default) an SK_REUSEPORT program attached to the port's reuseport group
+picks each new connection's listener from a map that holds exactly the ready replicas.
+These tests count, per replica, which one answered each NEW connection (Connection: close).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.integration.conftest import Service, terminate, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def steered(service: Service, replicas: int) -> bool:
+    rows = service.ps(missing_ok=True)
+    members = [r for r in rows if r.get("member")]
+    return len(members) == replicas
+
+
+@contextmanager
+def foreign_listener(port: int) -> Iterator[socket.socket]:
+    """A listener of the same uid that joins the replicas' group, as any process could."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(128)
+    listener.setblocking(False)
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+def accepted(listener: socket.socket) -> int:
+    """Connections waiting in the listener's queue (it never answers them)."""
+    count = 0
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return count
+        conn.close()
+        count += 1
+
+
+def connect_only(port: int, count: int) -> None:
+    """``count`` new connections that send nothing (a foreign listener's share shows in
+    its queue; a replica just sees them close)."""
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+
+
+def test_round_robin_splits_new_connections_evenly(service: Service) -> None:
+    result = service.cli(*service.up_args("--detach", replicas=4))
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: steered(service, 4), timeout=30, what="4 replicas in the steering map")
+    counts = service.spread(400)
+    assert sorted(counts) == ["1", "2", "3", "4"], counts
+    assert all(95 <= n <= 105 for n in counts.values()), counts  # +-5 %
+    ps = service.cli("ps", service.name, timeout=30)
+    assert "balance: round-robin" in ps.stdout, ps.stdout
+
+
+def test_a_replica_awaiting_its_health_check_gets_no_connection(service: Service) -> None:
+    # Replicas 1-3 pass at once; replica 4 only once /tmp/healthy exists in it.
+    check = 'test "$REPLICA" -le 3 -o -e /tmp/healthy'
+    up = service.cli(
+        *service.up_args("--detach", "--health-cmd", check, "--health-interval", "0.5", replicas=3)
+    )
+    assert up.returncode == 0, up.stderr
+    assert service.cli("scale", service.name, "4").returncode == 0
+    wait_for(lambda: 4 in service.listening(), timeout=30, what="replica 4 listening")
+    row = next(r for r in service.ps() if r["replica"] == 4)
+    assert row["member"] is False and row["awaiting_health"], row
+    counts = service.spread(200)
+    assert "4" not in counts and sum(counts.values()) == 200, counts
+    replica4 = service.replica_ids()[4]
+    service.client.containers.get(replica4).exec_run(["touch", "/tmp/healthy"])
+    wait_for(lambda: steered(service, 4), timeout=30, what="replica 4 admitted")
+    assert service.spread(200).get("4", 0) >= 40
+
+
+def test_a_foreign_listener_gets_nothing_while_steered(service: Service) -> None:
+    assert service.cli(*service.up_args("--detach", replicas=2)).returncode == 0
+    wait_for(lambda: steered(service, 2), timeout=30, what="2 replicas in the steering map")
+    with foreign_listener(service.port) as stranger:
+        counts = service.spread(200)
+        assert accepted(stranger) == 0 and sum(counts.values()) == 200, counts
+        ps = service.cli("ps", service.name, timeout=30)
+        assert "steering shuts it out" in ps.stdout, ps.stdout
+
+
+def test_a_stopped_replica_stops_receiving_within_a_second(service: Service) -> None:
+    assert service.cli(*service.up_args("--detach", replicas=3)).returncode == 0
+    wait_for(lambda: steered(service, 3), timeout=30, what="3 replicas in the steering map")
+    pid = service.listening()[2]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # Connections keep arriving (as under load); the stopped replica's queue fills.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            connect_only(service.port, 5)
+        # From here on no new connection may land on it: each request must be answered.
+        counts = service.spread(100)
+        assert sum(counts.values()) == 100 and "2" not in counts, counts
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_steering_survives_a_supervisor_restart(service: Service) -> None:
+    assert service.cli(*service.up_args("--detach", replicas=4)).returncode == 0
+    wait_for(lambda: steered(service, 4), timeout=30, what="4 replicas in the steering map")
+    (supervisor,) = service.containers(role="supervisor", all=False)
+    supervisor.kill()  # SIGKILL: its restart policy brings a fresh one
+    with foreign_listener(service.port) as stranger:
+        counts = service.spread(400)  # while no supervisor (or a new one) runs
+        assert all(95 <= n <= 105 for n in counts.values()), counts
+        assert accepted(stranger) == 0
+    wait_for(
+        lambda: any(c.status == "running" for c in service.containers(role="supervisor")),
+        timeout=60,
+        what="the supervisor back",
+    )
+    wait_for(lambda: steered(service, 4), timeout=60, what="members adopted")
+
+
+def test_hash_balance_is_todays_behaviour(service: Service) -> None:
+    assert (
+        service.cli(*service.up_args("--detach", "--balance", "hash", replicas=2)).returncode == 0
+    )
+    rows = service.ps()
+    assert all(r["member"] is None for r in rows), rows
+    with foreign_listener(service.port) as stranger:
+        connect_only(service.port, 200)
+        assert accepted(stranger) > 0  # the kernel's hash gives it a share, as before
+
+
+def test_without_the_capability_it_falls_back_to_the_hash_and_says_so(service: Service) -> None:
+    # A foreground `up` whose process lacks CAP_SYS_ADMIN and CAP_BPF (dropped from the
+    # bounding set, so the exec'd root process never has them).
+    command = [
+        "setpriv",
+        "--bounding-set",
+        "-sys_admin,-bpf",
+        *service.runner.argv(*service.up_args(replicas=2)),
+    ]
+    process = subprocess.Popen(
+        command, env=service.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: len(service.listening()) == 2, timeout=60, what="2 listening")
+        assert sum(service.spread(40).values()) == 40
+        rows = service.ps()
+        assert all(r["member"] is None for r in rows), rows
+    finally:
+        _, err = terminate(process)
+    lines = [line for line in err.splitlines() if "not available here" in line]
+    assert len(lines) == 1, err
+    assert "kernel's hash" in lines[0]
