@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from collections.abc import Mapping
 from typing import Any
 
 from reuseport.engine.base import Replica, SupervisorInfo
