@@ -6,17 +6,17 @@ Per address family (IPv4 and IPv6 listeners form separate reuseport groups) one
 
     state (ARRAY, 1 entry): u32 count | u32 pad | u64 counter | u32 order[MAX_MEMBERS]
 
-``order[0:count]`` lists the sockarray slots of the members; the program picks a position
-(round-robin: ``counter++ % count``; least-conn: see :func:`_least_conn_pick`) and selects
-``order[position]``. With ``count == 0``, or when the selection fails (a member closed a
-moment ago), it returns SK_PASS without a selection and the kernel's hash decides: a
-connection is never dropped.
+``order[0:count]`` lists the sockarray slots of the members; the program
+(:mod:`reuseport.kernel.steerprog`) picks a position (round-robin: ``counter++ % count``;
+least-conn: the least loaded) and selects ``order[position]``. With ``count == 0``, or when
+the selection fails (a member closed a moment ago), it returns SK_PASS without a selection
+and the kernel's hash decides: a connection is never dropped.
 
 Why an order table instead of keeping the sockarray itself dense: the kernel lets a socket
 sit in ONE slot of ONE sockarray (``sk_user_data``, else EBUSY), so a member cannot be
 copied into a freed slot. Rewriting the order table moves members without touching sockets
 and without a duplicate of their fds. Each change is ordered so that every state a
-concurrent reader can see names only sockets still in the map (see ``_remove``/``_append``).
+concurrent reader can see names only sockets still in the map (see ``append``/``remove``).
 
 The program is loaded with ``BPF_SK_REUSEPORT_SELECT_OR_MIGRATE``: when a member closes,
 the kernel runs it for each request queued on that listener (``ctx->migrating_sk`` set) and
@@ -42,131 +42,18 @@ from typing import Any
 
 from reuseport.errors import SteeringUnavailable
 from reuseport.kernel import bpf, processes
-from reuseport.kernel.bpf import (
-    ADD,
-    AND,
-    DW,
-    JEQ,
-    JGE,
-    LSH,
-    MOD,
-    R0,
-    R1,
-    R2,
-    R3,
-    R4,
-    R5,
-    R6,
-    R7,
-    R8,
-    R9,
-    R10,
-    W,
-)
+from reuseport.kernel.steerprog import MAX_MEMBERS, least_conn_pick, pick_and_select
 
 __all__ = ["MAX_MEMBERS", "POLICIES", "Steering", "SyncResult", "unavailable_reason"]
 
 POLICIES = ("round-robin", "least-conn")
-MAX_MEMBERS = 512  # sockarray size: 256 replicas + surge, per family (a power of two)
-LEAST_CONN_SCAN = 64  # least-conn compares at most this many members per connection
 
 SO_ATTACH_REUSEPORT_EBPF = 52
 SO_COOKIE = 57
-SK_PASS = 1
-_ORDER_AT = 16  # offset of order[] in the state value
-_STATE = struct.Struct(f"<IIQ{MAX_MEMBERS}I")
+_STATE = struct.Struct(f"<IIQ{MAX_MEMBERS}I")  # count, pad, counter, order[] (at ORDER_AT)
 _KEY0 = struct.pack("<I", 0)
 _FAMILIES: dict[int, str] = {socket.AF_INET: "4", socket.AF_INET6: "6"}
 _PROG_NAMES = {"round-robin": "rp_rr", "least-conn": "rp_lc"}
-
-
-# --------------------------------------------------------------------------- programs
-
-
-def _pick_and_select(state_fd: int, socks_fd: int, pick: list[bpf.Line]) -> bytes:
-    """The program around a policy's ``pick``: it runs with r6 = ctx, r7 = &state,
-    r8 = count (> 0) and leaves the chosen position (< MAX_MEMBERS) in r9."""
-    return bpf.assemble([
-        bpf.mov64_reg(R6, R1),                         # r6 = ctx (kept across calls)
-        bpf.st_mem(W, R10, -4, 0),                     # stack[-4] = 0 (key of the state entry)
-        bpf.ld_map_fd(R1, state_fd),                   # r1 = state map
-        bpf.mov64_reg(R2, R10),                        # r2 = fp
-        bpf.alu64_imm(ADD, R2, -4),                    # r2 = &key
-        bpf.call(bpf.FUNC_MAP_LOOKUP_ELEM),            # r0 = &state or NULL
-        bpf.jmp_imm(JEQ, R0, 0, "pass"),               # no state: let the kernel hash
-        bpf.mov64_reg(R7, R0),                         # r7 = &state
-        bpf.ldx_mem(W, R8, R7, 0),                     # r8 = state.count
-        bpf.jmp_imm(JEQ, R8, 0, "pass"),               # no members: let the kernel hash
-        bpf.mov64_imm(R9, 1),                          # r9 = 1
-        bpf.atomic_fetch_add(DW, R7, 8, R9),           # r9 = state.counter++ (atomic, all CPUs)
-        bpf.alu64_reg(MOD, R9, R8),                    # r9 = counter % count: a start position
-        *pick,                                         # r9 = the chosen position
-        bpf.alu64_imm(AND, R9, MAX_MEMBERS - 1),       # bound it for the verifier (no-op)
-        bpf.alu64_imm(LSH, R9, 2),                     # r9 = position * 4
-        bpf.alu64_reg(ADD, R9, R7),                    # r9 = &state + position * 4
-        bpf.ldx_mem(W, R1, R9, _ORDER_AT),             # r1 = state.order[position]: a slot
-        bpf.stx_mem(W, R10, -8, R1),                   # stack[-8] = slot (key of the sockarray)
-        bpf.mov64_reg(R1, R6),                         # r1 = ctx
-        bpf.ld_map_fd(R2, socks_fd),                   # r2 = sockarray
-        bpf.mov64_reg(R3, R10),                        # r3 = fp
-        bpf.alu64_imm(ADD, R3, -8),                    # r3 = &slot
-        bpf.mov64_imm(R4, 0),                          # r4 = flags 0
-        bpf.call(bpf.FUNC_SK_SELECT_REUSEPORT),        # select; on error the kernel hashes
-        "pass",
-        bpf.mov64_imm(R0, SK_PASS),                    # SK_PASS: never drop a connection
-        bpf.exit_insn(),
-    ])  # fmt: skip
-
-
-def _least_conn_pick(loads_fd: int) -> list[bpf.Line]:
-    """Position of the least loaded member among min(count, 64) scanned from the round-robin
-    start r9 (ties: the first from the start, so ties rotate). The pick's load is bumped at
-    once (atomic add) so the SYNs before the supervisor's next set_loads spread out instead
-    of herding onto one member."""
-    return [
-        bpf.stx_mem(DW, R10, -16, R7),                 # stack[-16] = &state (r7 is a temp below)
-        bpf.ld_map_fd(R1, loads_fd),                   # r1 = loads map
-        bpf.mov64_reg(R2, R10),                        # r2 = fp
-        bpf.alu64_imm(ADD, R2, -4),                    # r2 = &key (still 0)
-        bpf.call(bpf.FUNC_MAP_LOOKUP_ELEM),            # r0 = &loads or NULL
-        bpf.jmp_imm(JEQ, R0, 0, "picked"),             # no loads: keep the round-robin start
-        bpf.alu64_imm(AND, R9, MAX_MEMBERS - 1),       # start, bounded (no-op: start < count)
-        bpf.mov64_reg(R3, R9),                         # r3 = best position = start
-        bpf.mov64_reg(R5, R9),                         # r5 = start
-        bpf.alu64_imm(LSH, R5, 2),                     # r5 = start * 4
-        bpf.alu64_reg(ADD, R5, R0),                    # r5 = &loads[start]
-        bpf.ldx_mem(W, R4, R5, 0),                     # r4 = best load = loads[start]
-        bpf.mov64_imm(R1, 1),                          # r1 = i = 1
-        "loop",
-        bpf.jmp_imm(JGE, R1, LEAST_CONN_SCAN, "done"),  # scanned 64: done
-        bpf.jmp_reg(JGE, R1, R8, "done"),              # scanned every member: done
-        bpf.mov64_reg(R5, R9),                         # r5 = start
-        bpf.alu64_reg(ADD, R5, R1),                    # r5 = start + i
-        # The wrap is a modulo, not a compare-and-subtract: a compare would tie the
-        # ranges of start, i and count together and the verifier's states would explode.
-        bpf.alu64_reg(MOD, R5, R8),                    # r5 = position = (start + i) % count
-        bpf.alu64_imm(AND, R5, MAX_MEMBERS - 1),       # bound it for the verifier (no-op)
-        bpf.mov64_reg(R7, R5),                         # r7 = position
-        bpf.alu64_imm(LSH, R7, 2),                     # r7 = position * 4
-        bpf.alu64_reg(ADD, R7, R0),                    # r7 = &loads[position]
-        bpf.ldx_mem(W, R7, R7, 0),                     # r7 = loads[position]
-        bpf.jmp_reg(JGE, R7, R4, "next"),              # not less loaded: keep the best
-        bpf.mov64_reg(R4, R7),                         # best load = this load
-        bpf.mov64_reg(R3, R5),                         # best position = this position
-        "next",
-        bpf.alu64_imm(ADD, R1, 1),                     # i += 1
-        bpf.jump("loop"),                              # next member
-        "done",
-        bpf.mov64_reg(R9, R3),                         # r9 = best position
-        bpf.alu64_imm(AND, R9, MAX_MEMBERS - 1),       # bounded
-        bpf.mov64_reg(R5, R9),                         # r5 = best position
-        bpf.alu64_imm(LSH, R5, 2),                     # r5 = best * 4
-        bpf.alu64_reg(ADD, R5, R0),                    # r5 = &loads[best]
-        bpf.mov64_imm(R1, 1),                          # r1 = 1
-        bpf.atomic_add(W, R5, 0, R1),                  # loads[best] += 1 until the next sample
-        "picked",
-        bpf.ldx_mem(DW, R7, R10, -16),                 # r7 = &state again
-    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- one family
@@ -196,8 +83,8 @@ class _Family:
             pick: list[bpf.Line] = []
             if policy == "least-conn":
                 fds.append(bpf.map_create(bpf.MAP_ARRAY, 4, 4 * MAX_MEMBERS, 1, f"rp_loads{tag}"))
-                pick = _least_conn_pick(fds[2])
-            insns = _pick_and_select(fds[1], fds[0], pick)
+                pick = least_conn_pick(fds[2])
+            insns = pick_and_select(fds[1], fds[0], pick)
             fds.insert(
                 0,
                 bpf.prog_load(

@@ -277,3 +277,21 @@ def test_ipv6_listeners_steer_too() -> None:
         assert [group.connect(100)[m] for m in members] == [50, 50]
     finally:
         group.close()
+
+
+def test_queued_connections_of_a_closing_member_move_to_members(group: Group) -> None:
+    """SELECT_OR_MIGRATE: the program places a dying listener's queue, whatever the sysctl."""
+    members = [group.listen(), group.listen(), group.listen_in_child()]
+    foreign = group.listen()
+    group.steering().sync(group.holders(members))
+    got = group.connect(30)
+    assert got[members[2]] == 10 and got[foreign] == 0
+    child = group.children.pop(members[2])
+    child.kill()  # its 10 queued connections are not reset...
+    child.wait(timeout=5)
+    moved = {os.fstat(s.fileno()).st_ino: Group._accept_all(s) for s in group.local}
+    # ...but moved to members: the dead member's turns go to the next position, never to
+    # the kernel's hash (which could pick the foreign listener)
+    assert moved == {members[0]: 4 + 3, members[1]: 3, foreign: 0}
+    got = group.connect(30)  # before any sync: still members only
+    assert got[foreign] == 0 and got[members[0]] + got[members[1]] == 30
