@@ -41,6 +41,18 @@ class ImageMissing(EngineError):
     """The image is not present locally (reuseport never pulls)."""
 
 
+class SteeringUnavailable(ReuseportError):
+    """eBPF steering of the port's SO_REUSEPORT group cannot be set up or changed here (bpf(2)
+    refused, kernel too old, pidfd_getfd missing); the message names what failed and why.
+    Exit code 3, like the engine's failures. ``errno`` keeps the kernel's error number."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class ServiceNotFound(ReuseportError):
     """No replicas or state exist for the named service."""
 
