@@ -1,4 +1,4 @@
-"""Everything reuseport reads from (or, once, writes to) the kernel about a service's port.
+"""Everything reuseport reads from (or writes to) the kernel about a service's port.
 
 One place reads the port's sockets, one attributes them to replicas, one says what each
 listener means for the service:
@@ -16,7 +16,11 @@ listener means for the service:
   ``ListenerClass``: ours, other-uid, foreign-joinable, foreign-blocking, foreign), the
   uid rule (``UID_RULE``), and ``Owner``, the one description of a listener's holder.
 * :mod:`.options`: whether a listener has SO_REUSEPORT (``has_reuseport``, ``joinable``).
-* :mod:`.destroy`: ``close_listener`` (SOCK_DESTROY), the only write, for hung replicas.
+* :mod:`.destroy`: ``close_listener`` (SOCK_DESTROY), for hung replicas.
+* :mod:`.bpf`: the bpf(2) calls through ctypes, ``pidfd_getfd``, and a small assembler.
+* :mod:`.steerprog`: the SK_REUSEPORT programs (round-robin, least-conn), one comment a line.
+* :mod:`.steer`: ``Steering``: the program and maps of one port's reuseport group, whose
+  members the supervisor sets (``sync``), adopted by a restarted supervisor (``handle``).
 
 Import the modules (``from reuseport.kernel import sockets``); this package re-exports
 nothing.
