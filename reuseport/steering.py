@@ -32,10 +32,10 @@ DRAIN_POLL_S = 0.02
 
 
 class SyncOutcome(Protocol):
-    members: frozenset[int]
-    admitted: tuple[int, ...]
-    evicted: tuple[int, ...]
-    failed: dict[int, str]
+    @property
+    def members(self) -> frozenset[int]: ...
+    @property
+    def failed(self) -> dict[int, str]: ...  # inode -> why it could not be admitted
 
 
 class Steerer(Protocol):
