@@ -84,11 +84,41 @@ def kernel_opener(
         reason = steer.unavailable_reason()
         if reason is not None:
             raise ReuseportError(reason)
-        steerer = steer.Steering(policy, handle=load_handle())
+        steerer = _Persisted(steer.Steering(policy, handle=load_handle()), save_handle)
         save_handle(steerer.handle())
         return steerer
 
     return open_
+
+
+class _Persisted:
+    """A steerer whose handle is saved after every change of its members: the next
+    supervisor (or the detached one after `up -d`'s bring-up) adopts exactly that map."""
+
+    def __init__(self, inner: Steerer, save: Callable[[dict], None]) -> None:
+        self._inner = inner
+        self._save = save
+
+    def handle(self) -> dict:
+        return self._inner.handle()
+
+    def sync(self, wanted: Wanted) -> SyncOutcome:
+        result = self._inner.sync(wanted)
+        self._save(self._inner.handle())
+        return result
+
+    def members(self) -> frozenset[int]:
+        return self._inner.members()
+
+    def set_loads(self, loads: Mapping[int, int]) -> None:
+        self._inner.set_loads(loads)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def detach(self) -> None:
+        self._inner.detach()
+        self._save({})
 
 
 @dataclass(frozen=True)

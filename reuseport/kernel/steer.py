@@ -361,7 +361,14 @@ class Steering:
                     group.append(group.free_slot(), dup.fd, inode, cookie)
                 except SteeringUnavailable as exc:
                     if exc.errno == errno.EBUSY:
-                        raise LookupError(f"socket {inode} is in another steering map") from None
+                        # A program whose handle was lost still holds the group: attach ours
+                        # in its place, so it and its map are freed and a later sync admits.
+                        dup.sock.setsockopt(
+                            socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, group.prog_fd
+                        )
+                        raise LookupError(
+                            f"socket {inode} is in another steering map (taking it over)"
+                        ) from None
                     raise
             # (Re-)attach on every admit: a group re-formed after all its sockets closed
             # has lost the program. Replacing it by the same program is harmless.
