@@ -354,4 +354,8 @@ def observe_unsupervised(
         supervisor="none",
         pid=None,
         pid_namespace=None,
+        # The kernel keeps steering by the last supervisor's map meanwhile.
+        balance=published.balance,
+        balance_note=published.balance_note
+        or ("as the last supervisor left it" if published.balance not in ("", "hash") else ""),
     )

@@ -91,7 +91,7 @@ def _balance(status: ServiceStatus) -> Text | str:
     if not status.balance:
         return ""
     if status.balance_note:
-        return Text(f"  balance: hash ({status.balance_note})", style="yellow")
+        return Text(f"  balance: {status.balance} ({status.balance_note})", style="yellow")
     return f"  balance: {status.balance}"
 
 
