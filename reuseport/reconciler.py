@@ -259,6 +259,8 @@ class Reconciler(Applier):
         except ReuseportError as exc:
             self._say_once(f"steering: {exc}")
             return
+        if self.strict:
+            return  # bring-up: retried next pass; a replica that cannot come up says why
         for inode, why in result.failed.items():
             self._say_once(f"steering: cannot admit listener {inode}: {why}")
 

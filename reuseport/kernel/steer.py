@@ -260,6 +260,9 @@ class _Duplicate:
         if os.fstat(self.fd).st_ino != inode:
             self.sock.close()
             raise LookupError(f"fd {fd_number} of process {pid} is no longer socket {inode}")
+        if not self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+            self.sock.close()  # the kernel refuses it in a sockarray (EINVAL): say why
+            raise LookupError(f"socket {inode} does not set SO_REUSEPORT")
 
     def __enter__(self) -> _Duplicate:
         return self
