@@ -190,3 +190,15 @@ def test_without_the_capability_it_falls_back_to_the_hash_and_says_so(service: S
     lines = [line for line in err.splitlines() if "not available here" in line]
     assert len(lines) == 1, err
     assert "kernel's hash" in lines[0]
+
+
+def test_a_third_party_app_is_steered_too(service: Service) -> None:
+    """Debian's nginx with `listen PORT reuseport` (not our demo app)."""
+    up = service.cli(*service.up_args("--detach", image="reuseport-nginx:test", replicas=3))
+    assert up.returncode == 0, up.stderr
+    wait_for(lambda: steered(service, 3), timeout=30, what="3 nginx replicas in the map")
+    counts = service.spread(300)
+    assert sorted(counts) == ["1", "2", "3"] and all(95 <= n <= 105 for n in counts.values())
+    with foreign_listener(service.port) as stranger:
+        assert sum(service.spread(100).values()) == 100
+        assert accepted(stranger) == 0
