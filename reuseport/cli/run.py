@@ -205,7 +205,13 @@ def up(
             progress=progress,
         )
     adopted = f" ({len(started.adopted)} adopted)" if started.adopted else ""
-    say(f"{spec.name}: {spec.replicas}/{spec.replicas} replicas ready on port {spec.port}{adopted}")
+    # Which balance is in force, said once (the fallback to the hash said why already).
+    balance = started.supervisor.status.balance if started.supervisor else ""
+    balanced = f", balance: {balance}" if balance else ""
+    say(
+        f"{spec.name}: {spec.replicas}/{spec.replicas} replicas ready on port {spec.port}"
+        f"{adopted}{balanced}"
+    )
     if detach:
         say(
             f"supervising in the background; see `reuseport ps {spec.name}`, "
