@@ -1,6 +1,9 @@
 """The setups the throughput benchmark compares, all running at once so runs can alternate.
 
-* reuseport: N replicas on one port, started by the tool (``up -d``);
+* reuseport: N replicas on one port, started by the tool (``up -d --balance hash``: the
+  kernel's 4-tuple hash, as before steering);
+* steered: the same, with the tool's default ``--balance round-robin`` (an SK_REUSEPORT
+  program picks each new connection's listener), a second service of the same bench;
 * manual: the same N replicas on one port, started by hand (``docker run``, host network);
 * nginx / haproxy: Debian's proxy on the host in front of N replicas on N ports;
 * limit: those N backends, each hit directly on its own port (no hop, perfect balance);
@@ -38,6 +41,8 @@ from loadtest.shares import raise_fd_limit
 from reuseport.kernel import sockets as kernel
 
 NAMES = SETUP_ORDER  # every setup, in the order they are started and shown
+# The tool's setups: name -> its `up --balance` (hash: the kernel's; else eBPF steering).
+BALANCES = {"reuseport": "hash", "steered": "round-robin"}
 BINARIES = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy"}
 # Debian's packages ship a service that postinst would start (nginx on :80); its pidfile.
 SERVICE_PIDFILES = {"nginx": Path("/run/nginx.pid"), "haproxy": Path("/run/haproxy.pid")}
@@ -307,12 +312,18 @@ def _start(
     def listening(port: int, count: int) -> Callable[[], bool]:
         return lambda: len(kernel.listening_inodes(port)) >= count
 
-    if "reuseport" in wanted:
+    for name, balance in BALANCES.items():
+        if name not in wanted:
+            continue
         port = next(ports)
-        bench.start_reuseport(port)  # returns once the kernel shows every replica listening
-        _wait("reuseport replicas", listening(port, n))
-        started["reuseport"] = RunningSetup(
-            "reuseport", f"{n} replicas on one port (the tool)", port
+        service = bench.name if name == "reuseport" else steered_service(bench.name)
+        # Returns once ps and the kernel show every replica listening.
+        bench.start_reuseport(port, extra=["--balance", balance], service=service)
+        if balance != "hash":
+            bench.wait_steered(service, balance)
+        _wait(f"{name} replicas", listening(port, n))
+        started[name] = RunningSetup(
+            name, f"{n} replicas on one port (the tool, --balance {balance})", port
         )
     if "manual" in wanted:
         port = next(ports)
@@ -347,6 +358,12 @@ def _start(
     return {name: started[name] for name in wanted}
 
 
+def steered_service(bench_name: str) -> str:
+    """The steered setup's service name: the bench's, ``-steered`` before the ``-<pid>``."""
+    prefix, _, pid = bench_name.rpartition("-")
+    return f"{prefix}-steered-{pid}"
+
+
 @contextlib.contextmanager
 def running_setups(
     image: str, replicas: int, base_port: int, names: Iterable[str]
@@ -358,7 +375,9 @@ def running_setups(
     if unknown:
         raise ValueError(f"unknown setup(s): {', '.join(sorted(unknown))}")
     raise_fd_limit(FD_LIMIT)  # inherited by wrk, nginx and haproxy
-    singles = sum(n in wanted for n in ("reuseport", "manual", "nginx", "haproxy", "single"))
+    singles = sum(
+        n in wanted for n in ("reuseport", "steered", "manual", "nginx", "haproxy", "single")
+    )
     backends = replicas if {"nginx", "haproxy", "limit"} & set(wanted) else 0
     ports = iter(free_ports(base_port, singles + backends))
     work = Path(tempfile.mkdtemp(prefix="reuseport-throughput-"))

@@ -22,7 +22,8 @@ from loadtest.setups import NAMES, Setup, ensure_packages, running_setups
 
 PAUSE_S = 1.0  # lets TIME_WAIT sockets and the previous run's backlog settle between runs
 WARMUP_S = 1.0  # first connections, upstream keep-alive pools, page faults: not measured
-SHARE_SETUPS = ("reuseport", "manual")  # the proxies balance round-robin by design
+# The proxies balance round-robin by design; steered is the tool's own round-robin.
+SHARE_SETUPS = ("reuseport", "steered", "manual")
 
 
 def _measure(setup: Setup, connections: int, duration_s: float) -> wrk.WrkResult:

@@ -16,7 +16,7 @@ from loadtest.harness.jsonable import OMIT_NONE
 from loadtest.wrk import WrkResult
 
 # The order in which the throughput setups are shown (as loadtest.setups.NAMES).
-SETUP_ORDER = ("reuseport", "manual", "nginx", "haproxy", "limit", "single")
+SETUP_ORDER = ("reuseport", "steered", "manual", "nginx", "haproxy", "limit", "single")
 
 # --------------------------------------------------------------------------- throughput
 
