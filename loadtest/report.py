@@ -313,6 +313,7 @@ def markdown(results: LoadtestResults) -> str:
                 + ".",
             ]
         lines += steerreport.share_lines(tp.shares)
+        lines += steerreport.slow_mix_lines(tp.slow_mix)
     chaos = results.chaos
     if chaos:
         rep, dock = chaos.replacement_ms, chaos.docker_policy_ms

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import statistics
 
-from loadtest.harness.results import HangResult, HangSecond, LoadtestResults, ShareFigures
+from loadtest.harness.results import (
+    HangResult,
+    HangSecond,
+    LoadtestResults,
+    ShareFigures,
+    SlowMixResult,
+)
 
 HASH, STEERED = "reuseport", "steered"
 RPS_MIN = 0.97  # steered req/s over hash req/s (medians of alternating repeats)
@@ -108,6 +114,38 @@ def share_lines(shares: dict[str, dict[str, ShareFigures]]) -> list[str]:
             cells.append(f"{ratio} ({spread})")
         lines.append(f"| {count} | " + " | ".join(cells) + " |")
     return lines
+
+
+def slow_mix_lines(mix: SlowMixResult | None) -> list[str]:
+    """The slow-request mix by policy, each setup's req/s and p99 also over hash's."""
+    if mix is None or not mix.setups:
+        return []
+    lines = [
+        "",
+        f"Slow-request mix: every request on a new connection, {mix.slow_fraction:.1%} of "
+        f"them `GET /sleep?s={mix.slow_s:g}`, {mix.connections} wrk connections for "
+        f"{mix.duration_s:g} s, median of {mix.repeats} alternating runs (no expectation: "
+        "what it says):",
+        "",
+        "| --balance | req/s | p50 ms | p99 ms | errors | req/s ÷ hash | p99 ÷ hash |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    hashed = mix.setups.get(HASH)
+    for name, fig in mix.setups.items():
+        rps = _over(fig.rps, hashed.rps) if hashed else None
+        p99 = _over(fig.p99_ms, hashed.p99_ms) if hashed else None
+        lines.append(
+            f"| {_POLICIES.get(name, name)} | {_num(fig.rps, 0)} | {_num(fig.p50_ms, 2)} | "
+            f"{_num(fig.p99_ms, 2)} | {fig.errors} | {_num(rps, 2)} | {_num(p99, 2)} |"
+        )
+    return lines
+
+
+_POLICIES = {HASH: "hash", STEERED: "round-robin", "least-conn": "least-conn"}
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def _column(name: str) -> str:

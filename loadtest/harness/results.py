@@ -42,6 +42,18 @@ class ShareFigures:
 
 
 @dataclass
+class SlowMixResult:
+    """New connections with a fraction of slow requests, by --balance (``loadtest.slowmix``)."""
+
+    slow_fraction: float = 0.0
+    slow_s: float = 0.0
+    connections: int = 0
+    duration_s: float = 0.0
+    repeats: int = 0
+    setups: dict[str, SetupFigures] = field(default_factory=dict)
+
+
+@dataclass
 class ThroughputResult:
     replicas: int = 0
     connections: int = 0
@@ -51,6 +63,7 @@ class ThroughputResult:
     setups: dict[str, SetupFigures] = field(default_factory=dict)
     # connections ("64") -> setup -> spread
     shares: dict[str, dict[str, ShareFigures]] = field(default_factory=dict)
+    slow_mix: SlowMixResult | None = field(default=None, metadata=OMIT_NONE)
 
 
 # --------------------------------------------------------------------------- chaos

@@ -57,6 +57,11 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
         steered = data["throughput"]["shares"][count]["steered"]
         assert set(steered["per_replica"]) == {"1", "2", "3", "4"}, steered
     assert set(data["ratios"]["nginx"]) == {"rps", "p99"}
+    mix = data["throughput"]["slow_mix"]["setups"]
+    assert list(mix) == ["reuseport", "steered", "least-conn"]
+    for name, figures in mix.items():
+        assert figures["rps"] > 0 and figures["p99_ms"] > 0 and figures["runs"], name
+    assert "--balance least-conn" in mix["least-conn"]["description"]
 
     chaos = data["chaos"]
     assert chaos["kills"] and all(k["replacement_ms"] > 0 for k in chaos["kills"])
@@ -135,6 +140,7 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     md = (out / "results.md").read_text()
     assert "| reuseport:" in md and "| Docker: --restart always + HEALTHCHECK" in md
     assert "| steered:" in md and "| connections | reuseport (hash) | steered (round-robin) |" in md
+    assert "| least-conn | " in md  # the slow-request mix
 
     # Nothing left behind: containers, proxies, listeners on the ports it used.
     assert {c.id for c in docker_client.containers.list(all=True)} <= before

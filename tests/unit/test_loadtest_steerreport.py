@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from loadtest import report, steerreport
+from loadtest import report, slowmix, steerreport
 from loadtest.harness.results import HangSecond, LoadtestResults
 from tests.unit.test_loadtest_report import HANG, RESULTS
 
@@ -126,3 +126,36 @@ def test_dip_needs_whole_seconds_on_both_sides() -> None:
     assert steerreport.dip(seconds((-0.5, 1000), (0.5, 400))) is None  # none wholly before
     assert steerreport.dip(seconds((-2.0, 1000))) is None
     assert steerreport.dip(seconds((-1.0, 0), (0.0, 5))) is None  # no rate to divide by
+
+
+def test_slow_mix_puts_each_policy_beside_hash_without_a_check() -> None:
+    def figures(rps: float, p99: float) -> dict[str, Any]:
+        return {"description": "d", "rps": rps, "p50_ms": 1.0, "p99_ms": p99, "errors": 0}
+
+    mix = {
+        "slow_fraction": 0.005,
+        "slow_s": 0.5,
+        "connections": 64,
+        "duration_s": 10.0,
+        "repeats": 3,
+        "setups": {
+            "reuseport": figures(8000.0, 20.0),
+            "steered": figures(8400.0, 15.0),
+            "least-conn": figures(7600.0, 30.0),
+        },
+    }
+    results = _results(throughput={**_throughput(70_000.0, 3.0, SHARES), "slow_mix": mix})
+    table = report.markdown(results)
+    assert "0.5% of them `GET /sleep?s=0.5`, 64 wrk connections for 10 s, median of 3" in table
+    assert "| hash | 8,000 | 1.00 | 20.00 | 0 | 1.00 | 1.00 |" in table
+    assert "| round-robin | 8,400 | 1.00 | 15.00 | 0 | 1.05 | 0.75 |" in table
+    assert "| least-conn | 7,600 | 1.00 | 30.00 | 0 | 0.95 | 1.50 |" in table
+    assert not [c for c in report.checks(results) if "slow" in c.name.lower()]
+    back = LoadtestResults.from_json(results.to_json())
+    assert back == results and "slow_mix" not in _results().to_json()["throughput"]
+
+
+def test_wrk_mix_script_asks_for_the_slow_path_at_the_given_fraction() -> None:
+    script = slowmix.lua_script(0.005, 0.5)
+    assert 'wrk.format("GET", "/sleep?s=0.5")' in script
+    assert "math.random() < 0.005" in script
