@@ -70,7 +70,7 @@ def _chaos(plt: Any, chaos: ChaosResult) -> Any:
 
 def _hang(plt: Any, hang: HangResult) -> Any:
     fig, axis = plt.subplots(figsize=(11, 4))
-    colors = {"reuseport": "tab:blue", "docker": "tab:orange"}
+    colors = {"reuseport": "tab:blue", "steered": "tab:green", "docker": "tab:orange"}
     for name, figures in hang.setups.items():
         points = figures.throughput
         color = colors.get(name)
@@ -99,7 +99,7 @@ def _hang(plt: Any, hang: HangResult) -> Any:
         )
     axis.set_xlabel("seconds since the SIGSTOP (each setup its own run)")
     axis.set_ylim(bottom=0)
-    axis.set_title("hung replica: throughput, reuseport vs Docker HEALTHCHECK")
+    axis.set_title("hung replica: throughput, reuseport (hash, steered) vs Docker HEALTHCHECK")
     axis.legend(fontsize="small")
     return fig
 

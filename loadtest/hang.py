@@ -2,14 +2,18 @@
 
 A replica that is alive but stuck (here: its process SIGSTOPped) keeps its LISTEN socket,
 so the kernel keeps handing it about 1/N of the new connections, which wait in its accept
-queue for nobody. Two setups on the same image, one after the other so each has the whole
-machine, both with ``replicas`` replicas in the host network sharing one SO_REUSEPORT port:
+queue for nobody. Three setups on the same image, one after the other so each has the whole
+machine, all with ``replicas`` replicas in the host network sharing one SO_REUSEPORT port:
 
-* reuseport: ``up -d --stop-timeout 3`` with the default ``--hang-window`` (5 s). Once a
+* reuseport: ``up -d --stop-timeout 3 --balance hash`` (the kernel's 4-tuple hash picks
+  the listener) with the default ``--hang-window`` (5 s). Once a
   replica leaves connections in its accept queue untaken for the window, the supervisor
   starts a successor, and once that listens it closes the hung replica's listener
   (SOCK_DESTROY; with ``net.ipv4.tcp_migrate_req=1`` the queued connections move to the
   live replicas) and stops it (SIGTERM, SIGKILL after the stop timeout).
+* steered: the same with ``--balance round-robin`` (the tool's default): the eBPF program
+  picks the listener from the ready replicas, and the supervisor takes a suspect replica
+  out of that map before the hang window ends, so it stops getting new connections early.
 * Docker: plain ``--restart always --init`` containers, each with its own ``HEALTH_PORT``
   and a Docker HEALTHCHECK that GETs ``/healthz`` there (python3 from the image, 1 s
   timeout; every 1 s, 3 retries). Docker only marks the container ``unhealthy`` and never
@@ -48,20 +52,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import docker
 import docker.errors
 
 from loadtest import locustrun
-from loadtest.hangwatch import POLL_S, Watch, find_victim, watch_port
+from loadtest.hangwatch import POLL_S, figures, find_victim, watch_port
 from loadtest.harness import jsonable
 from loadtest.harness.bench import Bench, BenchConfig, log
 from loadtest.harness.errors import BenchError, SetupError
-from loadtest.harness.results import HangFigures, HangResult, HangSecond, HealthSettings
+from loadtest.harness.results import HangFigures, HangResult, HealthSettings
 from loadtest.harness.signals import signals_held, sigterm_as_interrupt
 from reuseport import host
 from reuseport.kernel import sockets as kernel
@@ -79,7 +81,9 @@ HEALTH_HTTP_TIMEOUT_S = 1.0
 HEALTH_CHECK_TIMEOUT_S = 3.0
 HEALTH_RETRIES = 3
 HEALTHY_TIMEOUT_S = 30.0
-SETUPS = ("reuseport", "docker")
+SETUPS = ("reuseport", "steered", "docker")
+# The tool's setups, one after the other: name -> its `up --balance`.
+BALANCES = {"reuseport": "hash", "steered": "round-robin"}
 
 # Runs inside the container (python3 from the image): a 4xx/5xx answer raises HTTPError, a
 # silent one TimeoutError; either exits 1, which Docker counts as a failed check.
@@ -100,7 +104,8 @@ def run_hang(
     progress: Callable[[str], None] = print,
     warmup_s: float = WARMUP_S,
 ) -> HangResult:
-    """SIGSTOP one replica under locust load, reuseport and then Docker; figures.
+    """SIGSTOP one replica under locust load: reuseport with --balance hash, then steered
+    (--balance round-robin), then Docker; figures.
 
     ``warmup_s``: load before the SIGSTOP (the smoke run shortens it)."""
     before = host.tcp_migrate_req()
@@ -117,7 +122,7 @@ def run_hang(
     )
     bench = Bench(config, client)
     victim = min(VICTIM, replicas)
-    figures: dict[str, HangFigures] = {}
+    found: dict[str, HangFigures] = {}
     left: list[str] = []
     migrate_set = False
     with sigterm_as_interrupt():
@@ -133,19 +138,23 @@ def run_hang(
                 f"{duration_s:g} s of load after it, locust network timeout "
                 f"{NETWORK_TIMEOUT_S:g} s"
             )
-            # reuseport first, torn down completely before Docker's containers start.
-            bench.start_reuseport(extra=["--stop-timeout", str(STOP_TIMEOUT_S)])
-            figures["reuseport"] = _under_load(
-                bench, "reuseport", victim, users, warmup_s, duration_s, workdir, progress
-            )
-            figures["reuseport"].replacements = _replacements(bench)
-            left += bench.cleanup()  # `down` is done; the final sweep needs only the labels
+            # The tool's setups first, each torn down completely before the next starts.
+            for setup, balance in BALANCES.items():
+                up = ["--stop-timeout", str(STOP_TIMEOUT_S), "--balance", balance]
+                bench.start_reuseport(extra=up)
+                if balance != "hash":
+                    bench.wait_steered(bench.name, balance)
+                found[setup] = _under_load(
+                    bench, setup, victim, users, warmup_s, duration_s, workdir, progress
+                )
+                found[setup].replacements = _replacements(bench)
+                left += bench.cleanup()  # `down` is done; the last sweep needs only labels
             _start_docker_health(bench, health_ports, progress)
-            figures["docker"] = _under_load(
+            found["docker"] = _under_load(
                 bench, "docker", victim, users, warmup_s, duration_s, workdir, progress
             )
-            _add_docker_state(figures["docker"], bench, victim)
-            figures["docker"].health_ports = health_ports
+            _add_docker_state(found["docker"], bench, victim)
+            found["docker"].health_ports = health_ports
         finally:
             with signals_held():
                 left += bench.cleanup()
@@ -171,7 +180,7 @@ def run_hang(
         tcp_migrate_req_before=before,
         tcp_migrate_req_restored=restored == before,
         poll_ms=POLL_S * 1000,
-        setups=figures,
+        setups=found,
         left_behind=left,
     )
 
@@ -240,7 +249,7 @@ def _under_load(
     workdir: Path,
     progress: Callable[[str], None],
 ) -> HangFigures:
-    port = bench.rp_port if setup == "reuseport" else bench.dk_port
+    port = bench.dk_port if setup == "docker" else bench.rp_port
     files = locustrun.LocustFiles(workdir, f"hang_{setup}")
     locust = locustrun.start(
         port, users, duration_s, files, margin_s=warmup_s, network_timeout_s=NETWORK_TIMEOUT_S
@@ -267,7 +276,9 @@ def _under_load(
         raise SetupError(f"hang: {setup}: {type(exc).__name__}: {exc}") from exc
     finally:
         locustrun.stop(locust)
-    result = _figures(setup, port, stats, recorded, watch, stop_wall, load_start, end_wall)
+    result = figures(
+        _description(setup), port, stats, recorded, watch, stop_wall, load_start, end_wall
+    )
     progress(
         f"hang: {setup}: successor listening after {_s(watch.successor_listening_s)}, "
         f"stopped listener gone after {_s(watch.stopped_listener_gone_s)}, unhealthy after "
@@ -275,6 +286,19 @@ def _under_load(
         f"{result.failures} failed"
     )
     return result
+
+
+def _description(setup: str) -> str:
+    if setup == "docker":
+        return (
+            "docker run --restart always --init, HEALTHCHECK GET /healthz on its own port "
+            f"every {HEALTH_INTERVAL_S:g} s, timeout {HEALTH_HTTP_TIMEOUT_S:g} s, "
+            f"{HEALTH_RETRIES} retries"
+        )
+    return (
+        f"reuseport up -d --balance {BALANCES[setup]}, --hang-window {HANG_WINDOW_S:g} "
+        f"(default), --stop-timeout {STOP_TIMEOUT_S}"
+    )
 
 
 def _s(seconds: float | None) -> str:
@@ -305,60 +329,6 @@ def _add_docker_state(figures: HangFigures, bench: Bench, index: int) -> None:
     figures.docker_state = state["State"].get("Status")
     figures.health_status = health.get("Status")
     figures.failing_streak = health.get("FailingStreak")
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
-
-def _figures(
-    setup: str,
-    port: int,
-    stats: list[dict[str, Any]],
-    recorded: dict[str, Any],
-    watch: Watch,
-    stop_wall: float,
-    load_start: float,
-    end_wall: float,
-) -> HangFigures:
-    slow = recorded.get("slow_over_1s", {})
-    failures = recorded.get("failures", [])
-    per_second = recorded.get("per_second", {})
-    # Whole wall-clock seconds of the load only (partial ones would look like dips), placed
-    # relative to the SIGSTOP so both setups line up on one chart.
-    throughput = [
-        HangSecond(round(int(second) - stop_wall, 2), counts[0], counts[1])
-        for second, counts in sorted(per_second.items(), key=lambda kv: int(kv[0]))
-        if load_start <= int(second) and int(second) + 1 <= end_wall
-    ]
-    description = (
-        f"reuseport up -d, --hang-window {HANG_WINDOW_S:g} (default), --stop-timeout "
-        f"{STOP_TIMEOUT_S}"
-        if setup == "reuseport"
-        else "docker run --restart always --init, HEALTHCHECK GET /healthz on its own port "
-        f"every {HEALTH_INTERVAL_S:g} s, timeout {HEALTH_HTTP_TIMEOUT_S:g} s, "
-        f"{HEALTH_RETRIES} retries"
-    )
-    return HangFigures(
-        description=description,
-        port=port,
-        requests=sum(int(e.get("num_requests", 0)) for e in stats),
-        ok=sum(sum(c.values()) for c in recorded.get("shares", {}).values()),
-        slow=sum(slow.values()),
-        slow_by_user_class=slow,
-        # Locust's own count: the locustfile keeps at most 50,000 failure records.
-        failures=sum(int(e.get("num_failures", 0)) for e in stats),
-        failures_by_error=recorded.get("failures_by_error", {}),
-        failures_by_user_class=dict(Counter(f.get("kind", "?") for f in failures)),
-        successor_listening_s=_round(watch.successor_listening_s),
-        stopped_listener_gone_s=_round(watch.stopped_listener_gone_s),
-        stopped_process_gone_s=_round(watch.stopped_process_gone_s),
-        unhealthy_s=_round(watch.unhealthy_s),
-        listening_min=watch.listening_min,
-        listening_max=watch.listening_max,
-        stopped_accept_queue_max=watch.stopped_accept_queue_max,
-        throughput=throughput,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

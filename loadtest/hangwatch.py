@@ -1,17 +1,21 @@
 """The hang part's victim and what it watches after the SIGSTOP: the port (sock_diag) every
-20 ms, the stopped process, and on the Docker side the container's health status."""
+20 ms, the stopped process, and on the Docker side the container's health status; and the
+figures of one setup from that and locust's records."""
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker.errors
 
 from loadtest.harness.bench import Bench
+from loadtest.harness.results import HangFigures, HangSecond
 from reuseport.kernel import sockets as kernel
 
 POLL_S = 0.02
@@ -42,12 +46,12 @@ class Watch:
 
 def find_victim(bench: Bench, setup: str, index: int) -> Victim:
     """Replica ``index``'s listening host process, from the kernel (its container's socket)."""
-    if setup == "reuseport":
-        port = bench.rp_port
-        cid = bench.rp_container(index)
-    else:
+    if setup == "docker":
         port = bench.dk_port
         cid = bench.dk_containers[index - 1].id
+    else:  # one of the tool's setups, on the bench's reuseport service
+        port = bench.rp_port
+        cid = bench.rp_container(index)
     listener = bench.listener_of(port, cid)
     return Victim(cid, listener.pids[0], listener.inode)
 
@@ -93,3 +97,51 @@ def watch_port(
             next_health = now + HEALTH_POLL_S
         time.sleep(POLL_S)
     return watch
+
+
+def _round2(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def figures(
+    description: str,
+    port: int,
+    stats: list[dict[str, Any]],
+    recorded: dict[str, Any],
+    watch: Watch,
+    stop_wall: float,
+    load_start: float,
+    end_wall: float,
+) -> HangFigures:
+    """One setup's figures: locust's ``stats`` and the locustfile's ``recorded`` records,
+    the ``watch``, and the wall-clock moments of the SIGSTOP, the load start and end."""
+    slow = recorded.get("slow_over_1s", {})
+    failures = recorded.get("failures", [])
+    per_second = recorded.get("per_second", {})
+    # Whole wall-clock seconds of the load only (partial ones would look like dips), placed
+    # relative to the SIGSTOP so both setups line up on one chart.
+    throughput = [
+        HangSecond(round(int(second) - stop_wall, 2), counts[0], counts[1])
+        for second, counts in sorted(per_second.items(), key=lambda kv: int(kv[0]))
+        if load_start <= int(second) and int(second) + 1 <= end_wall
+    ]
+    return HangFigures(
+        description=description,
+        port=port,
+        requests=sum(int(e.get("num_requests", 0)) for e in stats),
+        ok=sum(sum(c.values()) for c in recorded.get("shares", {}).values()),
+        slow=sum(slow.values()),
+        slow_by_user_class=slow,
+        # Locust's own count: the locustfile keeps at most 50,000 failure records.
+        failures=sum(int(e.get("num_failures", 0)) for e in stats),
+        failures_by_error=recorded.get("failures_by_error", {}),
+        failures_by_user_class=dict(Counter(f.get("kind", "?") for f in failures)),
+        successor_listening_s=_round2(watch.successor_listening_s),
+        stopped_listener_gone_s=_round2(watch.stopped_listener_gone_s),
+        stopped_process_gone_s=_round2(watch.stopped_process_gone_s),
+        unhealthy_s=_round2(watch.unhealthy_s),
+        listening_min=watch.listening_min,
+        listening_max=watch.listening_max,
+        stopped_accept_queue_max=watch.stopped_accept_queue_max,
+        throughput=throughput,
+    )

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest import charts, faultreport
+from loadtest import charts, faultreport, steerreport
 from loadtest.costreport import cost_lines, startup_line
 from loadtest.harness.results import (
     SETUP_ORDER,
@@ -110,6 +110,7 @@ def checks(results: LoadtestResults) -> list[Check]:
             )
     if results.hang:
         found += _hang_checks(results.hang)
+    found += [Check(*check) for check in steerreport.checks(results)]
     if results.faults:
         found += [Check(*check) for check in faultreport.checks(results.faults)]
     if results.cost:
@@ -149,6 +150,7 @@ def _cost_checks(cost: CostResult) -> list[Check]:
     return found
 
 
+HANG_SETUPS = ("reuseport", "steered", "docker")  # the hang table's rows, in this order
 HANG_MARGIN_S = 3.0  # start-up of the successor and the poll, on top of the hang window
 
 
@@ -223,27 +225,29 @@ def _hang_lines(hang: HangResult) -> list[str]:
         f"{hang.tcp_migrate_req_before}, {restored}):",
         "",
         "| setup | successor listening | hung listener gone | marked unhealthy | requests ok "
-        "| slow > 1 s | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| slow > 1 s | failed | lowest ok/s after ÷ median before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     labels = {
-        "reuseport": f"reuseport: `up -d`, --hang-window {_fmt(hang.hang_window_s)} s "
+        "reuseport": f"reuseport: `up -d --balance hash`, --hang-window {_fmt(hang.hang_window_s)} s "
         f"(default), --stop-timeout {hang.stop_timeout_s}",
+        "steered": "steered: the same with --balance round-robin (the default)",
         "docker": f"Docker: --restart always + HEALTHCHECK (every "
         f"{_fmt(health.interval_s)} s, {_fmt(health.retries)} retries)",
     }
-    for name in ("reuseport", "docker"):
+    for name in HANG_SETUPS:
         fig = figures.get(name)
         if not fig:
             continue
-        unhealthy = "n/a" if name == "reuseport" else _secs(fig.unhealthy_s)
+        unhealthy = "n/a" if name != "docker" else _secs(fig.unhealthy_s)
         lines.append(
             f"| {labels[name]} | {_secs(fig.successor_listening_s)} | "
             f"{_secs(fig.stopped_listener_gone_s)} | {unhealthy} | "
-            f"{_fmt(fig.ok)} | {_fmt(fig.slow)} | {_fmt(fig.failures)} |"
+            f"{_fmt(fig.ok)} | {_fmt(fig.slow)} | {_fmt(fig.failures)} | "
+            f"{_fmt(steerreport.dip(fig.throughput), 2)} |"
         )
     errors = []
-    for name in ("reuseport", "docker"):
+    for name in HANG_SETUPS:
         by_error = figures.get(name, HangFigures()).failures_by_error
         if by_error:
             spread = ", ".join(
@@ -308,15 +312,8 @@ def markdown(results: LoadtestResults) -> str:
                 + "; ".join(spreads)
                 + ".",
             ]
-        shares = tp.shares
-        if shares:
-            lines += ["", "Per-replica share of new connections (max/min):", ""]
-            for count, per_setup in shares.items():
-                for setup, share in per_setup.items():
-                    spread = ", ".join(f"{k}: {v}" for k, v in sorted(share.per_replica.items()))
-                    lines.append(
-                        f"- {count} connections, {setup}: max/min {_fmt(share.max_over_min, 2)} ({spread})"
-                    )
+        lines += steerreport.share_lines(tp.shares)
+        lines += steerreport.slow_mix_lines(tp.slow_mix)
     chaos = results.chaos
     if chaos:
         rep, dock = chaos.replacement_ms, chaos.docker_policy_ms

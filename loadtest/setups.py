@@ -1,6 +1,10 @@
 """The setups the throughput benchmark compares, all running at once so runs can alternate.
 
-* reuseport: N replicas on one port, started by the tool (``up -d``);
+* reuseport: N replicas on one port, started by the tool (``up -d --balance hash``: the
+  kernel's 4-tuple hash, as before steering);
+* steered: the same, with the tool's default ``--balance round-robin`` (an SK_REUSEPORT
+  program picks each new connection's listener), a second service of the same bench;
+* least-conn: the same with ``--balance least-conn`` (only for ``loadtest.slowmix``);
 * manual: the same N replicas on one port, started by hand (``docker run``, host network);
 * nginx / haproxy: Debian's proxy on the host in front of N replicas on N ports;
 * limit: those N backends, each hit directly on its own port (no hop, perfect balance);
@@ -38,6 +42,9 @@ from loadtest.shares import raise_fd_limit
 from reuseport.kernel import sockets as kernel
 
 NAMES = SETUP_ORDER  # every setup, in the order they are started and shown
+# The tool's setups: name -> its `up --balance` (hash: the kernel's; else eBPF steering).
+BALANCES = {"reuseport": "hash", "steered": "round-robin", "least-conn": "least-conn"}
+STARTABLE = (*NAMES, "least-conn")  # least-conn: for loadtest.slowmix, not a table row
 BINARIES = {"wrk": "wrk", "nginx": "nginx", "haproxy": "haproxy"}
 # Debian's packages ship a service that postinst would start (nginx on :80); its pidfile.
 SERVICE_PIDFILES = {"nginx": Path("/run/nginx.pid"), "haproxy": Path("/run/haproxy.pid")}
@@ -307,12 +314,18 @@ def _start(
     def listening(port: int, count: int) -> Callable[[], bool]:
         return lambda: len(kernel.listening_inodes(port)) >= count
 
-    if "reuseport" in wanted:
+    for name, balance in BALANCES.items():
+        if name not in wanted:
+            continue
         port = next(ports)
-        bench.start_reuseport(port)  # returns once the kernel shows every replica listening
-        _wait("reuseport replicas", listening(port, n))
-        started["reuseport"] = RunningSetup(
-            "reuseport", f"{n} replicas on one port (the tool)", port
+        service = bench.name if name == "reuseport" else tool_service(bench.name, name)
+        # Returns once ps and the kernel show every replica listening.
+        bench.start_reuseport(port, extra=["--balance", balance], service=service)
+        if balance != "hash":
+            bench.wait_steered(service, balance)
+        _wait(f"{name} replicas", listening(port, n))
+        started[name] = RunningSetup(
+            name, f"{n} replicas on one port (the tool, --balance {balance})", port
         )
     if "manual" in wanted:
         port = next(ports)
@@ -347,18 +360,24 @@ def _start(
     return {name: started[name] for name in wanted}
 
 
+def tool_service(bench_name: str, setup: str) -> str:
+    """A further tool setup's service name: the bench's, ``-<setup>`` before the ``-<pid>``."""
+    prefix, _, pid = bench_name.rpartition("-")
+    return f"{prefix}-{setup}-{pid}"
+
+
 @contextlib.contextmanager
 def running_setups(
     image: str, replicas: int, base_port: int, names: Iterable[str]
 ) -> Iterator[dict[str, Setup]]:
     """Start the requested setups (see module doc), yield them all running, remove them."""
     requested = set(names)
-    wanted = [n for n in NAMES if n in requested]
-    unknown = requested - set(NAMES)
+    wanted = [n for n in STARTABLE if n in requested]
+    unknown = requested - set(STARTABLE)
     if unknown:
         raise ValueError(f"unknown setup(s): {', '.join(sorted(unknown))}")
     raise_fd_limit(FD_LIMIT)  # inherited by wrk, nginx and haproxy
-    singles = sum(n in wanted for n in ("reuseport", "manual", "nginx", "haproxy", "single"))
+    singles = sum(n in wanted for n in (*BALANCES, "manual", "nginx", "haproxy", "single"))
     backends = replicas if {"nginx", "haproxy", "limit"} & set(wanted) else 0
     ports = iter(free_ports(base_port, singles + backends))
     work = Path(tempfile.mkdtemp(prefix="reuseport-throughput-"))

@@ -1,5 +1,5 @@
-"""Throughput and latency of every setup with wrk, and the kernel's per-replica share of
-new connections.
+"""Throughput and latency of every setup with wrk, the per-replica share of new
+connections, and the slow-request mix by --balance policy (``loadtest.slowmix``).
 
 All setups run at once; each repeat measures them one after the other in a rotated order,
 so drift of the machine (thermal, page cache, noisy neighbours) hits every setup alike,
@@ -15,14 +15,20 @@ import sys
 import time
 from collections.abc import Callable
 
-from loadtest import shares, wrk
+from loadtest import shares, slowmix, wrk
 from loadtest.harness import jsonable
-from loadtest.harness.results import SetupFigures, ShareFigures, ThroughputResult
+from loadtest.harness.results import (
+    SetupFigures,
+    ShareFigures,
+    SlowMixResult,
+    ThroughputResult,
+)
 from loadtest.setups import NAMES, Setup, ensure_packages, running_setups
 
 PAUSE_S = 1.0  # lets TIME_WAIT sockets and the previous run's backlog settle between runs
 WARMUP_S = 1.0  # first connections, upstream keep-alive pools, page faults: not measured
-SHARE_SETUPS = ("reuseport", "manual")  # the proxies balance round-robin by design
+# The proxies balance round-robin by design; steered is the tool's own round-robin.
+SHARE_SETUPS = ("reuseport", "steered", "manual")
 
 
 def _measure(setup: Setup, connections: int, duration_s: float) -> wrk.WrkResult:
@@ -71,7 +77,7 @@ def run_throughput(
     progress: Callable[[str], None] = print,
 ) -> ThroughputResult:
     runs: dict[str, list[wrk.WrkResult]] = {name: [] for name in NAMES}
-    with running_setups(image, replicas, base_port, NAMES) as running:
+    with running_setups(image, replicas, base_port, (*NAMES, *slowmix.EXTRA_SETUPS)) as running:
         progress("throughput: " + ", ".join(f"{n} :{s.port}" for n, s in running.items()))
         for name in NAMES:
             _measure(running[name], connections, WARMUP_S)
@@ -87,6 +93,7 @@ def run_throughput(
                 )
                 time.sleep(PAUSE_S)
         measured_shares = _shares(running, replicas, share_connections)
+        mix_runs = slowmix.measure(running, duration_s, repeats, progress)
         descriptions = {name: setup.description for name, setup in running.items()}
     return ThroughputResult(
         replicas=replicas,
@@ -96,6 +103,14 @@ def run_throughput(
         tool=wrk.version(),
         setups={name: _summary(descriptions[name], runs[name]) for name in NAMES},
         shares=measured_shares,
+        slow_mix=SlowMixResult(
+            slow_fraction=slowmix.SLOW_FRACTION,
+            slow_s=slowmix.SLOW_S,
+            connections=slowmix.CONNECTIONS,
+            duration_s=duration_s,
+            repeats=min(repeats, slowmix.MAX_REPEATS),
+            setups={n: _summary(descriptions[n], found) for n, found in mix_runs.items()},
+        ),
     )
 
 

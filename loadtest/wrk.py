@@ -7,6 +7,7 @@ import re
 import statistics
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 # wrk parses -d and --timeout as whole numbers ("1.5s" is rejected), so round once here.
@@ -74,6 +75,7 @@ def _command(
     threads: int,
     timeout_s: float,
     connection: str = "keep-alive",
+    script: Path | None = None,
 ) -> list[str]:
     threads = max(1, min(threads, connections))  # wrk refuses fewer connections than threads
     return [
@@ -86,6 +88,7 @@ def _command(
         # HTTP/1.1 keeps alive anyway; said explicitly so every setup gets the same header.
         "-H",
         f"Connection: {connection}",
+        *(["-s", str(script)] if script is not None else []),
         url,
     ]
 
@@ -122,10 +125,12 @@ def run_wrk(
     threads: int = 2,
     timeout_s: float = 5,
     connection: str = "keep-alive",
+    script: Path | None = None,
 ) -> WrkResult:
     """One wrk run: ``connections`` connections spread over ``threads`` threads;
-    ``connection="close"`` makes every request a new TCP connection (accept-heavy)."""
-    command = _command(url, connections, duration_s, threads, timeout_s, connection)
+    ``connection="close"`` makes every request a new TCP connection (accept-heavy);
+    ``script``: a wrk Lua script (``-s``) that picks the requests."""
+    command = _command(url, connections, duration_s, threads, timeout_s, connection, script)
     return _run_all([command], duration_s)[0]
 
 

@@ -115,7 +115,7 @@ class Bench:
         self.store = StateStore(config.state_dir)
         self.rp_port = 0  # the reuseport service's port
         self.dk_port = 0  # the Docker-policy containers' port
-        self.up_attempted = False
+        self.services_up: list[str] = []  # reuseport services `up` was run for, to `down`
         # perf_counter() when each target was last seen listening after a (re)start.
         self.rp_since: dict[int, float] = {}
         self.dk_since: dict[str, float] = {}
@@ -186,30 +186,57 @@ class Bench:
         now = time.perf_counter()
         self.dk_since = {c.id: now for c in self.dk_containers}
 
-    def start_reuseport(self, port: int | None = None, extra: Sequence[str] = ()) -> float:
+    def start_reuseport(
+        self, port: int | None = None, extra: Sequence[str] = (), service: str | None = None
+    ) -> float:
         """``reuseport up -d`` on ``port`` (default ``rp_port``; plus ``extra`` options of
-        ``up``), proven listening by ps and the kernel; the seconds ``up`` took."""
+        ``up``), proven listening by ps and the kernel; the seconds ``up`` took.
+        ``service``: a further service of this bench (default: the bench's own ``name``);
+        its name must end in ``-<pid>`` too, and ``cleanup`` takes it down as well."""
         port = port or self.rp_port
+        service = service or self.name
         ready = self.config.ready_timeout_s
         up = ["up", self.config.image, "-n", str(self.replicas), "-p", str(port)]
-        up += ["--name", self.name, "-d", "--ready-timeout", f"{ready:g}", *extra]
+        up += ["--name", service, "-d", "--ready-timeout", f"{ready:g}", *extra]
         if self.config.backoff_reset is not None:
             up += ["--backoff-reset", str(self.config.backoff_reset)]
         self.log(f"reuseport: {' '.join(up)}")
-        self.up_attempted = True  # before the call: a half-done `up` still needs `down`
+        # Before the call: a half-done `up` still needs `down`.
+        if service not in self.services_up:
+            self.services_up.append(service)
         t0 = time.perf_counter()
         self.cli.run(*up, timeout=ready + 60)
         seconds = time.perf_counter() - t0
-        listening = [r for r in self.cli.ps(self.name) if r.get("listening")]
+        listening = [r for r in self.cli.ps(service) if r.get("listening")]
         in_kernel = len(kernel.listening_inodes(port))
         if len(listening) != self.replicas or in_kernel != self.replicas:
             raise SetupError(
                 f"`up` returned but ps shows {len(listening)}/{self.replicas} listening, "
                 f"the kernel {in_kernel}/{self.replicas}"
             )
-        now = time.perf_counter()
-        self.rp_since = {int(r["replica"]): now for r in listening}
+        if service == self.name:
+            now = time.perf_counter()
+            self.rp_since = {int(r["replica"]): now for r in listening}
         return seconds
+
+    def wait_steered(self, service: str, policy: str, timeout: float = SETUP_TIMEOUT_S) -> None:
+        """Until the supervisor of ``service`` runs ``policy`` (``--balance``) with every
+        replica in the steering map; SetupError (with its note) when it does not, so a row
+        labelled steered never silently measures the kernel's hash."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = ServiceStatus.from_json(self.store.load_status(service))
+            members = sum(1 for r in status.replicas if r.member) if status else 0
+            if status and status.balance == policy and members == self.replicas:
+                return
+            if time.monotonic() > deadline:
+                balance = (status.balance or "?") if status else "no status"
+                note = f" ({status.balance_note})" if status and status.balance_note else ""
+                raise SetupError(
+                    f"{service}: balance {balance}{note}, {members}/{self.replicas} replicas "
+                    f"steered after {timeout:g} s; wanted {policy}"
+                )
+            time.sleep(0.1)
 
     def cleanup_stale(self) -> None:
         """Remove what an earlier, killed run of a benchmark left (its pid is gone): its
@@ -266,10 +293,10 @@ class Bench:
 
     def cleanup(self) -> list[str]:
         """Remove everything this run created; return what is still left (should be empty)."""
-        if self.up_attempted:
-            self.log(f"reuseport down {self.name}")
-            self.cli.down_quietly(self.name)
-            self.up_attempted = False
+        for service in self.services_up:
+            self.log(f"reuseport down {service}")
+            self.cli.down_quietly(service)
+        services, self.services_up = [self.name, *self.services_up], []
         for c in self.client.containers.list(
             all=True, filters={"label": f"{RUN_LABEL}={self.name}"}
         ):
@@ -279,13 +306,14 @@ class Bench:
         left: list[str] = []
         for filters in (
             {"label": f"{RUN_LABEL}={self.name}"},
-            {"label": f"{rp_labels.SERVICE}={self.name}"},
+            *({"label": f"{rp_labels.SERVICE}={name}"} for name in dict.fromkeys(services)),
         ):
             left += [
                 f"container {c.name}"
                 for c in self.client.containers.list(all=True, filters=filters)
             ]
-        left += [f"file {p}" for p in sorted(self.store.root.glob(f"{self.name}.*"))]
+        for name in dict.fromkeys(services):
+            left += [f"file {p}" for p in sorted(self.store.root.glob(f"{name}.*"))]
         return left
 
 

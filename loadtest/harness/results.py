@@ -16,7 +16,7 @@ from loadtest.harness.jsonable import OMIT_NONE
 from loadtest.wrk import WrkResult
 
 # The order in which the throughput setups are shown (as loadtest.setups.NAMES).
-SETUP_ORDER = ("reuseport", "manual", "nginx", "haproxy", "limit", "single")
+SETUP_ORDER = ("reuseport", "steered", "manual", "nginx", "haproxy", "limit", "single")
 
 # --------------------------------------------------------------------------- throughput
 
@@ -42,6 +42,18 @@ class ShareFigures:
 
 
 @dataclass
+class SlowMixResult:
+    """New connections with a fraction of slow requests, by --balance (``loadtest.slowmix``)."""
+
+    slow_fraction: float = 0.0
+    slow_s: float = 0.0
+    connections: int = 0
+    duration_s: float = 0.0
+    repeats: int = 0
+    setups: dict[str, SetupFigures] = field(default_factory=dict)
+
+
+@dataclass
 class ThroughputResult:
     replicas: int = 0
     connections: int = 0
@@ -51,6 +63,7 @@ class ThroughputResult:
     setups: dict[str, SetupFigures] = field(default_factory=dict)
     # connections ("64") -> setup -> spread
     shares: dict[str, dict[str, ShareFigures]] = field(default_factory=dict)
+    slow_mix: SlowMixResult | None = field(default=None, metadata=OMIT_NONE)
 
 
 # --------------------------------------------------------------------------- chaos

@@ -34,14 +34,34 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     data = json.loads((out / "results.json").read_text())
 
     setups = data["throughput"]["setups"]
-    assert set(setups) == {"reuseport", "manual", "nginx", "haproxy", "limit", "single"}
+    assert set(setups) == {
+        "reuseport",
+        "steered",
+        "manual",
+        "nginx",
+        "haproxy",
+        "limit",
+        "single",
+    }
+    assert "--balance hash" in setups["reuseport"]["description"]
+    assert "--balance round-robin" in setups["steered"]["description"]
     for name, figures in setups.items():
         assert figures["rps"] > 0 and figures["p99_ms"] > 0, name
         assert figures["runs"], name
     for count in ("64", "1024"):
-        shares = data["throughput"]["shares"][count]["reuseport"]
-        assert sum(shares["per_replica"].values()) == int(count)
+        for name in ("reuseport", "steered"):
+            shares = data["throughput"]["shares"][count][name]
+            assert sum(shares["per_replica"].values()) == int(count), (count, name)
+        # Every replica of the steered setup is in the map and gets new connections (how
+        # evenly is the expectation's business, not the smoke's).
+        steered = data["throughput"]["shares"][count]["steered"]
+        assert set(steered["per_replica"]) == {"1", "2", "3", "4"}, steered
     assert set(data["ratios"]["nginx"]) == {"rps", "p99"}
+    mix = data["throughput"]["slow_mix"]["setups"]
+    assert list(mix) == ["reuseport", "steered", "least-conn"]
+    for name, figures in mix.items():
+        assert figures["rps"] > 0 and figures["p99_ms"] > 0 and figures["runs"], name
+    assert "--balance least-conn" in mix["least-conn"]["description"]
 
     chaos = data["chaos"]
     assert chaos["kills"] and all(k["replacement_ms"] > 0 for k in chaos["kills"])
@@ -65,7 +85,7 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     assert all(r["requests"] > 0 for r in runs)
 
     hang = data["hang"]
-    assert set(hang["setups"]) == {"reuseport", "docker"}
+    assert set(hang["setups"]) == {"reuseport", "steered", "docker"}
     assert hang["tcp_migrate_req"] == 1 and hang["tcp_migrate_req_restored"] is True
     assert hang["network_timeout_s"] == 5 and hang["left_behind"] == []
     for name, figures in hang["setups"].items():
@@ -84,8 +104,17 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     for key in ("successor_listening_s", "stopped_listener_gone_s"):
         assert ours[key] is not None and ours[key] > 0, ("reuseport did not replace it", key)
     assert isinstance(hang["setups"]["reuseport"]["replacements"], dict)
+    assert isinstance(hang["setups"]["steered"]["replacements"], dict)
     assert isinstance(hang["setups"]["docker"]["restart_count"], int)
     assert any(c["name"].startswith("hang: ") for c in data["checks"])
+    checked = {c["name"] for c in data["checks"]}
+    assert {
+        "steered req/s vs hash",
+        "steered p99 vs hash",
+        "steered share of new connections at 64 connections (max/min)",
+        "steered share of new connections at 1024 connections (max/min)",
+        "hang: steered failed requests <= 1/4 of hash's",
+    } <= checked
 
     faults = data["faults"]
     assert faults["tcp_migrate_req_restored"] is True and faults["left_behind"] == []
@@ -110,6 +139,8 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     }
     md = (out / "results.md").read_text()
     assert "| reuseport:" in md and "| Docker: --restart always + HEALTHCHECK" in md
+    assert "| steered:" in md and "| connections | reuseport (hash) | steered (round-robin) |" in md
+    assert "| least-conn | " in md  # the slow-request mix
 
     # Nothing left behind: containers, proxies, listeners on the ports it used.
     assert {c.id for c in docker_client.containers.list(all=True)} <= before

@@ -199,8 +199,8 @@ def test_hang_table_puts_both_setups_side_by_side(tmp_path: Path) -> None:
     assert "net.ipv4.tcp_migrate_req=1 for this part (was 0, restored after)" in table
     assert "locust network timeout 5 s" in table
     assert (
-        "| reuseport: `up -d`, --hang-window 5 s (default), --stop-timeout 3 | 5.60 s | 5.62 s "
-        "| n/a | 15,000 | 4 | 21 |" in table
+        "| reuseport: `up -d --balance hash`, --hang-window 5 s (default), --stop-timeout 3 "
+        "| 5.60 s | 5.62 s | n/a | 15,000 | 4 | 21 |" in table
     )
     assert (
         "| Docker: --restart always + HEALTHCHECK (every 1 s, 3 retries) | never | never "
