@@ -2,8 +2,8 @@
 
 In one run on this machine, with the same demo image and replica count: throughput and
 latency of reuseport against nginx, HAProxy, the no-hop "limit" and a single replica (wrk),
-the kernel's per-replica share of connections, latency at equal offered load (hey, open
-loop, at fractions of nginx's maximum), a chaos run under locust load, a rollout, a
+the kernel's per-replica share of connections, latency at equal offered load (h2load,
+open loop, at fractions of nginx's maximum), a chaos run under locust load, a rollout, a
 scale-out, a hung (SIGSTOPped) replica under load: reuseport's hang detection against
 Docker's HEALTHCHECK with --restart always, a fault suite (replica, supervisor,
 state-file and start-up faults and a soak, each under locust load), and the cost of an
@@ -155,7 +155,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     require_images()
     from loadtest import chaos, cost, faults, hang, openloop, rolling, scaleout, setups, throughput
 
-    setups.ensure_packages(["wrk", "nginx", "haproxy", "hey"])
+    setups.ensure_packages(["wrk", "nginx", "haproxy"])
+    openloop.ensure_h2load()
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = LoadtestResults(machine=machine(), command=command.strip(), smoke=args.smoke)
     started = time.monotonic()
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         if "latency" in parts:
             fractions = openloop.SMOKE_FRACTIONS if args.smoke else openloop.FULL_FRACTIONS
             say(
-                f"latency: hey at {', '.join(f'{f:.0%}' for f in fractions)} of nginx's "
+                f"latency: h2load at {', '.join(f'{f:.0%}' for f in fractions)} of nginx's "
                 f"maximum, {args.latency_duration:g} s per setup per rate"
             )
             results.latency = openloop.run_latency(

@@ -58,7 +58,7 @@ def checks(latency: LatencyResult) -> list[tuple[str, bool, str]]:
         behind = _behind(latency)
         found.append(
             (
-                "latency: hey held every offered rate (open loop)",
+                "latency: h2load held every offered rate (open loop)",
                 not behind,
                 f"{runs - len(behind)} of {runs} runs within {latency.tolerance:.0%} of offered",
             )
@@ -73,7 +73,8 @@ def lines(latency: LatencyResult) -> list[str]:
     found = [
         "",
         f"Latency at equal offered load (open loop): {latency.tool}, {latency.connections} "
-        f"keep-alive connections (`-c {latency.connections} -q rate/{latency.connections}`), "
+        f"HTTP/1.1 keep-alive connections (`-c {latency.connections} --rps "
+        f"rate/{latency.connections}`, after a warm-up), "
         f"{_fmt(latency.duration_s, 1)} s per setup per rate, each setup alone on the machine; "
         f"offered rates are fractions of {proxy}'s maximum of "
         f"{_fmt(latency.proxy_max_rps)} req/s ({latency.proxy_max_source}):",
@@ -98,14 +99,9 @@ def lines(latency: LatencyResult) -> list[str]:
         spread = ", ".join(f"{name} at {_pct(step.fraction)}" for step, name in behind)
         found += [
             "",
-            f"hey FELL BEHIND (achieved more than {latency.tolerance:.0%} below offered), so "
+            f"h2load FELL BEHIND (achieved more than {latency.tolerance:.0%} below offered), so "
             f"these runs were closed loop, not open loop: {spread}.",
         ]
-    held = "" if behind else f"hey held every offered rate within {latency.tolerance:.0%}. "
-    found += [
-        "",
-        f"{held}hey's workers start their tickers together, so requests arrive in bursts of "
-        f"up to {latency.connections}, alike for every setup; hey reports latency in 0.1 ms "
-        "steps.",
-    ]
+    else:
+        found += ["", f"h2load held every offered rate within {latency.tolerance:.0%}."]
     return found

@@ -1,24 +1,25 @@
 """Latency at equal offered load: each setup at the same fixed request rates (open loop).
 
 The throughput part compares setups at saturation, where reuseport serves 2.5-2.7x the
-load of a proxy and so its percentiles are those of a much busier server. Here hey
+load of a proxy and so its percentiles are those of a much busier server. Here h2load
 offers every setup the same rates: fractions (25 %, 50 %, 75 %) of the proxy's (nginx's)
 closed-loop maximum, measured first by wrk in this run or taken from the throughput part
 of the same invocation. Each rate step runs every setup once, in an order rotated per
 step, each started alone on the machine (nothing else running) and torn down after, so
-no idle setup shares the CPU. A warm-up hey run (not measured) precedes each
-measurement: the demo app's first requests, nginx's upstream keep-alive pool. The
-measured run opens its own 64 connections, which every setup pays alike.
+no idle setup shares the CPU. h2load's warm-up second (not measured) opens the
+connections and fills nginx's upstream keep-alive pool; see loadtest.h2load for what
+open loop means here and how falling behind shows.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Sequence
 
-from loadtest import hey, wrk
+from loadtest import h2load, wrk
 from loadtest.harness.results import LatencyResult, OpenLoopFigures, RateStep, ThroughputResult
-from loadtest.setups import NAMES, running_setups
+from loadtest.setups import NAMES, ensure_packages, running_setups
 
 FULL_FRACTIONS = (0.25, 0.5, 0.75)
 SMOKE_FRACTIONS = (0.25,)
@@ -27,6 +28,12 @@ PROXY = "nginx"
 WANTED = ("reuseport", "steered", "nginx", "haproxy")
 WARMUP_S = 1.0
 PAUSE_S = 1.0  # TIME_WAIT and the previous setup's teardown settle
+
+
+def ensure_h2load() -> None:
+    """Debian's nghttp2-client, which ships h2load (ensure_packages checks by binary name)."""
+    if shutil.which("h2load") is None:
+        ensure_packages(["nghttp2-client"])
 
 
 def latency_setups(available: Sequence[str] = NAMES) -> list[str]:
@@ -40,14 +47,14 @@ def rotated(names: Sequence[str], step: int) -> list[str]:
     return list(names[shift:]) + list(names[:shift])
 
 
-def figures(offered_rps: float, result: hey.HeyResult, tolerance: float) -> OpenLoopFigures:
+def figures(offered_rps: float, result: h2load.ClientResult, tolerance: float) -> OpenLoopFigures:
     return OpenLoopFigures(
         achieved_rps=round(result.rps, 1),
         p50_ms=round(result.p50_ms, 3),
         p99_ms=round(result.p99_ms, 3),
         responses=result.responses,
         errors=result.errors,
-        held=hey.held(offered_rps, result.rps, tolerance),
+        held=h2load.held(offered_rps, result.rps, tolerance),
     )
 
 
@@ -80,11 +87,10 @@ def _measure_alone(
     rate: float,
     connections: int,
     duration_s: float,
-) -> tuple[str, hey.HeyResult]:
+) -> tuple[str, h2load.ClientResult]:
     with running_setups(image, replicas, base_port, [name]) as running:
         url = running[name].urls()[0]
-        hey.run_hey(url, rate, connections, WARMUP_S)
-        return running[name].description, hey.run_hey(url, rate, connections, duration_s)
+        return running[name].description, h2load.run_h2load(url, rate, connections, duration_s)
 
 
 def run_latency(
@@ -111,11 +117,11 @@ def run_latency(
         replicas=replicas,
         connections=connections,
         duration_s=duration_s,
-        tool=hey.version(),
+        tool=h2load.version(),
         proxy=PROXY,
         proxy_max_rps=round(max_rps, 1),
         proxy_max_source=source,
-        tolerance=hey.HELD_TOLERANCE,
+        tolerance=h2load.HELD_TOLERANCE,
     )
     for index, fraction in enumerate(fractions):
         offered = round(max_rps * fraction)
@@ -126,7 +132,7 @@ def run_latency(
             )
             result.descriptions[name] = description
             step.setups[name] = figures(offered, measured, result.tolerance)
-            behind = "" if step.setups[name].held else " (hey FELL BEHIND: not open loop)"
+            behind = "" if step.setups[name].held else " (h2load FELL BEHIND: not open loop)"
             progress(
                 f"latency {fraction:.0%} = {offered:,} req/s {name}: achieved "
                 f"{measured.rps:,.0f}{behind}, p50 {measured.p50_ms:.2f} ms, "

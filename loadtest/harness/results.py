@@ -58,7 +58,7 @@ class ThroughputResult:
 
 @dataclass
 class OpenLoopFigures:
-    """One setup at one offered rate (hey, open loop)."""
+    """One setup at one offered rate (h2load, open loop)."""
 
     achieved_rps: float = 0.0
     p50_ms: float | None = None

@@ -129,7 +129,7 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     # One name per pgrep: -x with a pattern longer than 15 characters matches nothing.
     leftovers = b"".join(
         subprocess.run(["pgrep", "-x", name], capture_output=True).stdout
-        for name in ("nginx", "haproxy", "locust", "wrk", "hey")
+        for name in ("nginx", "haproxy", "locust", "wrk", "h2load")
     )
     assert (Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()) == migrate_before
     assert leftovers == b""

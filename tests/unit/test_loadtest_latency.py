@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import hey, latencyreport, openloop, report
+from loadtest import h2load, latencyreport, openloop, report
 from loadtest.harness.results import (
     LatencyResult,
     LoadtestResults,
@@ -15,75 +15,66 @@ from loadtest.harness.results import (
     ThroughputResult,
 )
 
-HEY_OK = """
-Summary:
-  Total:\t10.0213 secs
-  Slowest:\t0.0412 secs
-  Fastest:\t0.0002 secs
-  Average:\t0.0011 secs
-  Requests/sec:\t1995.4127
-
-  Total data:\t432100 bytes
-  Size/request:\t21 bytes
-
-Latency distribution:
-  10% in 0.0004 secs
-  25% in 0.0006 secs
-  50% in 0.0008 secs
-  75% in 0.0012 secs
-  90% in 0.0019 secs
-  95% in 0.0025 secs
-  99% in 0.0061 secs
-
-Status code distribution:
-  [200]\t19990 responses
+SUMMARY = """
+finished in 3.00s, 6400.00 req/s, 937.50KB/s
+requests: 19200 total, 19200 started, 19200 done, 19198 succeeded, 2 failed, 2 errored, 0 timeout
+status codes: 19197 2xx, 0 3xx, 0 4xx, 1 5xx
 """
 
-HEY_ERRORS = (
-    HEY_OK.replace("[200]\t19990 responses", "[200]\t19980 responses\n  [502]\t7 responses")
-    + """
-Error distribution:
-  [3]\tGet "http://127.0.0.1:18150/": dial tcp 127.0.0.1:18150: connect: connection refused
-  [12]\tGet "http://127.0.0.1:18150/": context deadline exceeded
-"""
-)
+
+def log_of(micros: list[int], statuses: list[int] | None = None) -> str:
+    statuses = statuses or [200] * len(micros)
+    return "".join(
+        f"{1796240318611711 + i * 100}\t{status}\t{us}\n"
+        for i, (status, us) in enumerate(zip(statuses, micros, strict=True))
+    )
 
 
-def test_hey_summary_is_parsed_in_milliseconds() -> None:
-    result = hey.parse(HEY_OK)
-    assert result.rps == pytest.approx(1995.4127)
-    assert result.p50_ms == pytest.approx(0.8)
-    assert result.p99_ms == pytest.approx(6.1)
-    assert result.responses == 19990 and result.errors == 0
-    assert result.duration_s == pytest.approx(10.0213)
-
-
-def test_hey_errors_count_transport_errors_and_non_2xx() -> None:
-    result = hey.parse(HEY_ERRORS)
-    assert result.responses == 19987
-    assert result.errors == 3 + 12 + 7
-
-
-def test_hey_output_without_percentiles_is_refused() -> None:
-    # hey prints no latency distribution when no request succeeded.
-    with pytest.raises(ValueError, match="50%"):
-        hey.parse(HEY_OK.split("Latency distribution:")[0])
-
-
-def test_hey_command_spreads_the_rate_over_the_workers() -> None:
-    argv = hey.command("http://127.0.0.1:1/", 2000, 64, 2.0)
-    assert argv[argv.index("-c") + 1] == "64"
-    assert float(argv[argv.index("-q") + 1]) * 64 == pytest.approx(2000, rel=1e-4)
-    assert argv[argv.index("-z") + 1] == "2s" and argv[-1] == "http://127.0.0.1:1/"
+def test_nearest_rank_percentiles() -> None:
+    values = list(range(1, 101))
+    assert h2load.percentile(values, 0.50) == 50
+    assert h2load.percentile(values, 0.99) == 99
+    assert h2load.percentile([7], 0.99) == 7
     with pytest.raises(ValueError):
-        hey.command("http://127.0.0.1:1/", 0, 64, 2.0)
+        h2load.percentile([], 0.5)
+
+
+def test_log_gives_percentiles_in_ms_and_the_achieved_rate() -> None:
+    # 100 requests: 1..100 ms, shuffled as the log's end-of-response order shuffles them.
+    micros = [1000 * ((7 * i) % 100 + 1) for i in range(100)]
+    result = h2load.parse(log_of(micros), SUMMARY, 2.0)
+    assert result.p50_ms == 50.0 and result.p99_ms == 99.0
+    assert result.rps == 50.0 and result.responses == 100
+    assert result.errors == 2  # failed, from the summary
+
+
+def test_errors_count_failed_requests_and_non_2xx_3xx_statuses() -> None:
+    result = h2load.parse(log_of([500, 600, 700], [200, 503, 302]), SUMMARY, 1.0)
+    assert result.errors == 2 + 1
+
+
+def test_output_without_requests_is_refused() -> None:
+    with pytest.raises(ValueError, match="no request"):
+        h2load.parse("", SUMMARY, 1.0)
+    with pytest.raises(ValueError, match="requests line"):
+        h2load.parse(log_of([500]), "finished in 1.00s", 1.0)
+
+
+def test_command_spreads_the_rate_over_the_connections() -> None:
+    argv = h2load.command("http://127.0.0.1:1/", 2000, 64, 2.0, Path("/tmp/x.tsv"))
+    assert argv[argv.index("-c") + 1] == "64" and "--h1" in argv
+    assert float(argv[argv.index("--rps") + 1]) * 64 == pytest.approx(2000, rel=1e-4)
+    assert argv[argv.index("-D") + 1] == "2" and argv[-1] == "http://127.0.0.1:1/"
+    assert argv[argv.index("--log-file") + 1] == "/tmp/x.tsv"
+    with pytest.raises(ValueError):
+        h2load.command("http://127.0.0.1:1/", 0, 64, 2.0, Path("/tmp/x.tsv"))
 
 
 def test_held_means_within_the_tolerance_below_offered() -> None:
-    assert hey.held(2000, 1960, 0.05)
-    assert hey.held(2000, 2010, 0.05)
-    assert not hey.held(2000, 1890, 0.05)
-    assert not hey.held(0, 0)
+    assert h2load.held(2000, 1960, 0.05)
+    assert h2load.held(2000, 2010, 0.05)
+    assert not h2load.held(2000, 1890, 0.05)
+    assert not h2load.held(0, 0)
 
 
 def test_setups_compared_are_those_available_in_order() -> None:
@@ -117,7 +108,7 @@ def test_proxy_max_comes_from_the_throughput_part_when_it_measured_nginx() -> No
 
 
 def test_figures_mark_a_run_that_fell_behind() -> None:
-    measured = hey.HeyResult(1500.0, 0.8, 6.1, 15000, 0, 10.0)
+    measured = h2load.ClientResult(1500.0, 0.8, 6.1, 15000, 0, 10.0)
     assert not openloop.figures(2000, measured, 0.05).held
     assert openloop.figures(1520, measured, 0.05).held
 
@@ -131,7 +122,7 @@ def latency(reuseport_p99_at_75: float = 3.0, held: bool = True) -> LatencyResul
         replicas=4,
         connections=64,
         duration_s=10,
-        tool="hey 0.1.4",
+        tool="h2load nghttp2/1.52.0",
         proxy="nginx",
         proxy_max_rps=8000.0,
         proxy_max_source="wrk",
