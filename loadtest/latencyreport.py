@@ -5,6 +5,8 @@ from __future__ import annotations
 from loadtest.harness.results import LatencyResult, OpenLoopFigures, RateStep
 
 OURS = "reuseport"
+# The setups the part compares, in the order shown ("steered": eBPF round-robin).
+SHOWN = ("reuseport", "steered", "nginx", "haproxy")
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -86,7 +88,9 @@ def lines(latency: LatencyResult) -> list[str]:
     ratio = ratios(latency)
     for step in latency.steps:
         pct = _pct(step.fraction)
-        for name, fig in step.setups.items():
+        shown = [n for n in SHOWN if n in step.setups]
+        for name in shown + sorted(set(step.setups) - set(shown)):
+            fig = step.setups[name]
             mark = "" if fig.held else " (behind)"
             found.append(
                 f"| {pct} = {_fmt(step.offered_rps)} req/s | {name}: "

@@ -19,13 +19,12 @@ from collections.abc import Callable, Sequence
 
 from loadtest import h2load, wrk
 from loadtest.harness.results import LatencyResult, OpenLoopFigures, RateStep, ThroughputResult
+from loadtest.latencyreport import SHOWN
 from loadtest.setups import NAMES, ensure_packages, running_setups
 
 FULL_FRACTIONS = (0.25, 0.5, 0.75)
 SMOKE_FRACTIONS = (0.25,)
 PROXY = "nginx"
-# The setups compared, as far as loadtest.setups has them ("steered": eBPF round-robin).
-WANTED = ("reuseport", "steered", "nginx", "haproxy")
 WARMUP_S = 1.0
 PAUSE_S = 1.0  # TIME_WAIT and the previous setup's teardown settle
 
@@ -38,7 +37,7 @@ def ensure_h2load() -> None:
 
 def latency_setups(available: Sequence[str] = NAMES) -> list[str]:
     """The compared setups that ``available`` (loadtest.setups.NAMES) offers, in order."""
-    return [name for name in WANTED if name in available]
+    return [name for name in SHOWN if name in available]
 
 
 def rotated(names: Sequence[str], step: int) -> list[str]:
