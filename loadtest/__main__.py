@@ -2,7 +2,8 @@
 
 In one run on this machine, with the same demo image and replica count: throughput and
 latency of reuseport against nginx, HAProxy, the no-hop "limit" and a single replica (wrk),
-the kernel's per-replica share of connections, a chaos run under locust load, a rollout, a
+the kernel's per-replica share of connections, latency at equal offered load (h2load,
+open loop, at fractions of nginx's maximum), a chaos run under locust load, a rollout, a
 scale-out, a hung (SIGSTOPped) replica under load: reuseport's hang detection against
 Docker's HEALTHCHECK with --restart always, a fault suite (replica, supervisor,
 state-file and start-up faults and a soak, each under locust load), and the cost of an
@@ -37,7 +38,7 @@ from loadtest.harness.signals import sigterm_as_interrupt
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = ("reuseport-demo:latest", "reuseport:latest")
-PARTS = ("throughput", "chaos", "rollout", "scaleout", "hang", "faults", "cost")
+PARTS = ("throughput", "latency", "chaos", "rollout", "scaleout", "hang", "faults", "cost")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--connections", type=int, default=64, help="wrk keep-alive connections (64)"
+    )
+    parser.add_argument(
+        "--latency-duration", type=float, default=10, help="seconds per setup per rate (10)"
     )
     parser.add_argument("--chaos-duration", type=float, default=30, help="seconds of kills (30)")
     parser.add_argument("--kill-every", type=float, default=5, help="seconds between kills (5)")
@@ -89,6 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.duration, args.repeats, args.chaos_duration = 1.0, 1, 8.0
         args.kill_every, args.users, args.scaleout = 3.0, 10, 4
+        args.latency_duration = 2.0
         # Just past reuseport's 5 s hang window, so the replacement still happens.
         args.hang_duration = 8.0
     return args
@@ -148,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     parts = args.only.split(",")
     require_images()
-    from loadtest import chaos, cost, faults, hang, rolling, scaleout, setups, throughput
+    from loadtest import chaos, cost, faults, hang, openloop, rolling, scaleout, setups, throughput
 
     setups.ensure_packages(["wrk", "nginx", "haproxy"])
+    openloop.ensure_h2load()
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = LoadtestResults(machine=machine(), command=command.strip(), smoke=args.smoke)
     started = time.monotonic()
@@ -168,6 +174,23 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 args.duration,
                 args.repeats,
                 args.connections,
+                progress=say,
+            )
+        if "latency" in parts:
+            fractions = openloop.SMOKE_FRACTIONS if args.smoke else openloop.FULL_FRACTIONS
+            say(
+                f"latency: h2load at {', '.join(f'{f:.0%}' for f in fractions)} of nginx's "
+                f"maximum, {args.latency_duration:g} s per setup per rate"
+            )
+            results.latency = openloop.run_latency(
+                image,
+                args.replicas,
+                args.base_port + 50,
+                args.latency_duration,
+                args.connections,
+                fractions,
+                proxy_max=openloop.proxy_max_of(results.throughput),
+                max_duration_s=args.duration,
                 progress=say,
             )
         if "chaos" in parts:

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest import charts, faultreport, steerreport
+from loadtest import charts, faultreport, latencyreport, steerreport
 from loadtest.costreport import cost_lines, startup_line
 from loadtest.harness.results import (
     SETUP_ORDER,
@@ -115,6 +115,8 @@ def checks(results: LoadtestResults) -> list[Check]:
         found += [Check(*check) for check in faultreport.checks(results.faults)]
     if results.cost:
         found += _cost_checks(results.cost)
+    if results.latency:
+        found += [Check(*check) for check in latencyreport.checks(results.latency)]
     return found
 
 
@@ -314,6 +316,8 @@ def markdown(results: LoadtestResults) -> str:
             ]
         lines += steerreport.share_lines(tp.shares)
         lines += steerreport.slow_mix_lines(tp.slow_mix)
+    if results.latency:
+        lines += latencyreport.lines(results.latency)
     chaos = results.chaos
     if chaos:
         rep, dock = chaos.replacement_ms, chaos.docker_policy_ms
@@ -362,6 +366,8 @@ def write(results: LoadtestResults, out_dir: Path) -> list[Path]:
         "ratios": ratios(results),
         "checks": [asdict(c) for c in checks(results)],
     }
+    if results.latency:
+        data["latency_ratios"] = latencyreport.ratios(results.latency)
     json_path = out_dir / "results.json"
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     md_path = out_dir / "results.md"

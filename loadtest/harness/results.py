@@ -66,6 +66,47 @@ class ThroughputResult:
     slow_mix: SlowMixResult | None = field(default=None, metadata=OMIT_NONE)
 
 
+# --------------------------------------------------------------------------- latency
+
+
+@dataclass
+class OpenLoopFigures:
+    """One setup at one offered rate (h2load, open loop)."""
+
+    achieved_rps: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    responses: int = 0
+    errors: int = 0
+    held: bool = False  # achieved within ``LatencyResult.tolerance`` of offered: open loop
+
+
+@dataclass
+class RateStep:
+    """Every setup at one offered rate, measured one after the other in ``order``."""
+
+    fraction: float = 0.0  # of ``LatencyResult.proxy_max_rps``
+    offered_rps: float = 0.0
+    order: list[str] = field(default_factory=list)
+    setups: dict[str, OpenLoopFigures] = field(default_factory=dict)
+
+
+@dataclass
+class LatencyResult:
+    """Latency at equal offered load: fractions of the proxy's closed-loop maximum."""
+
+    replicas: int = 0
+    connections: int = 0
+    duration_s: float = 0.0  # per setup per rate
+    tool: str = ""
+    proxy: str = "nginx"
+    proxy_max_rps: float = 0.0
+    proxy_max_source: str = ""  # how proxy_max_rps was measured
+    tolerance: float = 0.0  # how far below offered the achieved rate may be
+    descriptions: dict[str, str] = field(default_factory=dict)
+    steps: list[RateStep] = field(default_factory=list)
+
+
 # --------------------------------------------------------------------------- chaos
 
 
@@ -371,6 +412,7 @@ class LoadtestResults:
     carried_from: str | None = field(default=None, metadata=OMIT_NONE)
     cost: CostResult | None = field(default=None, metadata=OMIT_NONE)
     elapsed_s: float | None = field(default=None, metadata=OMIT_NONE)
+    latency: LatencyResult | None = field(default=None, metadata=OMIT_NONE)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = jsonable.to_json(self)

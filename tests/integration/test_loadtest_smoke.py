@@ -63,6 +63,18 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
         assert figures["rps"] > 0 and figures["p99_ms"] > 0 and figures["runs"], name
     assert "--balance least-conn" in mix["least-conn"]["description"]
 
+    # Latency at equal offered load: one short step at 25 % of nginx's maximum.
+    steps = data["latency"]["steps"]
+    assert [step["fraction"] for step in steps] == [0.25]
+    assert data["latency"]["proxy_max_rps"] == setups["nginx"]["rps"]  # reused, not re-run
+    assert steps[0]["offered_rps"] > 0
+    for name in ("reuseport", "nginx", "haproxy"):
+        figures = steps[0]["setups"][name]
+        assert figures["p50_ms"] > 0 and figures["p99_ms"] > 0, name
+        assert figures["achieved_rps"] > 0 and figures["responses"] > 0, name
+    assert "reuseport" in data["latency_ratios"]["25%"]
+    assert any(c["name"].startswith("latency") for c in data["checks"])
+
     chaos = data["chaos"]
     assert chaos["kills"] and all(k["replacement_ms"] > 0 for k in chaos["kills"])
     assert chaos["requests"] > 0 and chaos["throughput"]
@@ -138,6 +150,7 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
         p.name for p in out.iterdir()
     }
     md = (out / "results.md").read_text()
+    assert "Latency at equal offered load (open loop)" in md
     assert "| reuseport:" in md and "| Docker: --restart always + HEALTHCHECK" in md
     assert "| steered:" in md and "| connections | reuseport (hash) | steered (round-robin) |" in md
     assert "| least-conn | " in md  # the slow-request mix
@@ -147,7 +160,7 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     # One name per pgrep: -x with a pattern longer than 15 characters matches nothing.
     leftovers = b"".join(
         subprocess.run(["pgrep", "-x", name], capture_output=True).stdout
-        for name in ("nginx", "haproxy", "locust", "wrk")
+        for name in ("nginx", "haproxy", "locust", "wrk", "h2load")
     )
     assert (Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()) == migrate_before
     assert leftovers == b""
