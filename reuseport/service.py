@@ -20,7 +20,6 @@ from reuseport.errors import (
     ReuseportError,
     ServiceNotFound,
     SpecConflict,
-    StateUnreadable,
     SupervisorConflict,
 )
 from reuseport.reconciler import observe_unsupervised, pid_namespace
@@ -32,7 +31,6 @@ from reuseport.supervisor import Notify, Supervisor, stop_all
 
 SUPERVISOR_IMAGE = "reuseport:latest"
 SUPERVISOR_START_S = 30.0
-LEASE_RETRY_S = 0.1  # a supervisor container waiting for the lease (the `up` hands it over)
 UP_OWNER = "`reuseport up`"  # how a lease held by `up` (bring-up or foreground) names itself
 
 
@@ -148,7 +146,8 @@ def start(
         launched = time.time()
         if detach:
             # The container boots (a second of Python start-up) while the replicas come up;
-            # it waits for the lease, which this `up` holds until they are ready.
+            # it waits for the lease (reuseport.detached), held by this `up` until they are
+            # ready.
             launching = _in_background(
                 engine.start_supervisor, spec, SUPERVISOR_IMAGE, str(store.root.resolve())
             )
@@ -269,57 +268,6 @@ def supervise_foreground(
     if crash:
         raise ReuseportError(f"supervision of {name} failed: {type(crash[0]).__name__}: {crash[0]}")
     return count
-
-
-def detached_supervisor(
-    name: str,
-    engine: Engine,
-    store: StateStore,
-    stop: Callable[[float], bool],
-    say: Notify,
-) -> Supervisor | None:
-    """The supervisor container's start: wait for a readable spec and for the service's
-    lease (a second supervisor waits; it never supervises beside the first). None when
-    stopped or the service was taken down meanwhile."""
-    said = ""
-    while True:
-        try:
-            spec = store.load_spec(name)
-            if spec is None:
-                return None
-            lease = store.acquire_lease(name, f"detached supervisor (pid {os.getpid()})")
-        except StateUnreadable as exc:
-            message = f"PROBLEM: {exc}; the replicas run unsupervised until it is fixed"
-        except SupervisorConflict as exc:
-            message = f"waiting to supervise {name}: {exc}"
-        else:
-            supervisor = Supervisor(
-                spec,
-                engine,
-                store,
-                mode="detached",
-                notify=say,
-                steering=kernel_steering(store, name),
-            )
-            supervisor.lease = lease
-            say(f"supervising {name}: {spec.replicas} replicas on port {spec.port}")
-            return supervisor
-        if message != said:
-            say(message)
-            said = message
-        if stop(LEASE_RETRY_S):
-            return None
-
-
-def supervise_detached(supervisor: Supervisor, stop: Callable[[float | None], bool]) -> str:
-    """Supervise until signalled (``stop(None)`` returns) or the service is taken down."""
-
-    def stop_when_signalled() -> None:
-        stop(None)
-        supervisor.stop()
-
-    threading.Thread(target=stop_when_signalled, daemon=True).start()
-    return supervisor.run()
 
 
 def down(name: str, engine: Engine, store: StateStore, notify: Notify) -> int:

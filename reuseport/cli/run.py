@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.live import Live
 
+from reuseport import detached, service
 from reuseport import engine as engines
-from reuseport import service
 from reuseport.cli._common import StateDir, app, err, out, say, stop_on_signals, store_at
 from reuseport.errors import InvalidSpec, ReuseportError
 from reuseport.render import service_table
@@ -275,14 +275,14 @@ def supervise(
     def log(message: str) -> None:
         print(message, flush=True)
 
-    supervisor = service.detached_supervisor(name, engines.connect(), store, stop.wait, log)
+    supervisor = detached.detached_supervisor(name, engines.connect(), store, stop.wait, log)
     if supervisor is None:
         return
     stop_metrics = _serve_metrics(supervisor, log)
     # Stopping this supervisor never stops replicas: `down` does that, and a restarted
     # supervisor adopts them.
     try:
-        log(f"supervisor exiting: {service.supervise_detached(supervisor, stop.wait)}")
+        log(f"supervisor exiting: {detached.supervise_detached(supervisor, stop.wait)}")
     except EngineLost as exc:
         log(f"supervisor exiting: {exc}")
         sys.exit(exc.exit_code)
