@@ -143,9 +143,11 @@ class DockerEngine:
     def replicas(self, service: str | None = None) -> list[Replica]:
         found = []
         listed = self._list(service, labels.ROLE_REPLICA)
-        self._inspect_changed(listed)
+        # See listing_key and same_process: an idle resync re-inspects no replica.
+        self._reinspect([s for s in listed if not self._cached_fresh(s)])
         for summary in listed:
-            data = self._inspect_cached(summary)
+            cached = self._inspected.get(summary["Id"])
+            data = cached[1] if cached is not None else None
             if data is not None and labels.is_owned(data["Config"].get("Labels"), data["Name"]):
                 found.append(_replica(data))
         if service is not None:
@@ -159,33 +161,29 @@ class DockerEngine:
                 del self._inspected[gone]
         return sorted(found, key=lambda r: (r.service, r.index, r.started_at or 0.0))
 
-    def _inspect_changed(self, listed: list[dict]) -> None:
-        """Inspect at once every listed container whose cached inspect is out of date: N
-        replicas starting together all change state in one listing, and N inspects one
-        after another behind a busy dockerd took 0.5 s of a 16-replica start."""
-        changed = [s for s in listed if not self._cached_fresh(s)]
-        if len(changed) < 2:
+    def _reinspect(self, stale: list[dict]) -> None:
+        """Inspect the listed containers whose cached inspect is out of date, at once when
+        several: N replicas starting together all change state in one listing, and N
+        inspects one after another behind a busy dockerd took 0.5 s of a 16-replica start."""
+        if len(stale) < 2:
+            for summary in stale:
+                self._inspect_into_cache(summary)
             return
         with ThreadPoolExecutor(
-            max_workers=min(len(changed), INSPECT_PARALLELISM), thread_name_prefix="inspect"
+            max_workers=min(len(stale), INSPECT_PARALLELISM), thread_name_prefix="inspect"
         ) as pool:
-            list(pool.map(self._inspect_cached, changed))
+            list(pool.map(self._inspect_into_cache, stale))
 
     def _cached_fresh(self, summary: dict) -> bool:
         cached = self._inspected.get(summary["Id"])
         return cached is not None and cached[0] == listing_key(summary) and same_process(cached[1])
 
-    def _inspect_cached(self, summary: dict) -> dict | None:
-        # See listing_key and same_process: an idle resync re-inspects no replica.
-        if self._cached_fresh(summary):
-            return self._inspected[summary["Id"]][1]
-        key = listing_key(summary)
+    def _inspect_into_cache(self, summary: dict) -> None:
         data = self._inspect(summary["Id"])
         if data is None:
             self._inspected.pop(summary["Id"], None)
         else:
-            self._inspected[summary["Id"]] = (key, data)
-        return data
+            self._inspected[summary["Id"]] = (listing_key(summary), data)
 
     @_translated
     def create_replica(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +29,14 @@ def engine() -> FakeEngine:
     return FakeEngine()
 
 
-def make(engine: FakeEngine, tmp_path: Path, spec: ServiceSpec = SPEC, **kwargs: object):  # noqa: ANN201
+def make(  # noqa: ANN201
+    engine: FakeEngine,
+    tmp_path: Path,
+    spec: ServiceSpec = SPEC,
+    opener: Callable[[str], FakeSteerer] | None = None,
+    **kwargs: object,
+):
+    """A supervisor over the fake engine whose steering opens FakeSteerers (or ``opener``)."""
     store = StateStore(tmp_path)
     store.save_spec(spec)
     steerers: list[FakeSteerer] = []
@@ -47,7 +55,7 @@ def make(engine: FakeEngine, tmp_path: Path, spec: ServiceSpec = SPEC, **kwargs:
         sleep=engine.clock.advance,
         readiness=listening_probe(engine, **kwargs),  # type: ignore[arg-type]
         notify=messages.append,
-        steering=open_,
+        steering=opener or open_,
     )
     return supervisor, steerers, messages
 
@@ -119,24 +127,10 @@ def test_a_draining_replica_leaves_the_map_before_it_is_stopped(
 def test_unavailable_steering_falls_back_to_the_hash_saying_so_once(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    store = StateStore(tmp_path)
-    store.save_spec(SPEC)
-    messages: list[str] = []
-
     def refuse(policy: str) -> FakeSteerer:
         raise ReuseportError("bpf(2) refused: needs CAP_SYS_ADMIN (or CAP_BPF)")
 
-    supervisor = Supervisor(
-        SPEC,
-        engine,
-        store,
-        clock=engine.clock,
-        wall=engine.clock,
-        sleep=engine.clock.advance,
-        readiness=listening_probe(engine),
-        notify=messages.append,
-        steering=refuse,
-    )
+    supervisor, _, messages = make(engine, tmp_path, opener=refuse)
     status = supervisor.bring_up(timeout_s=5)
     reconcile_for(supervisor, engine, 3.0)
     said = [m for m in messages if "not available here" in m]
