@@ -206,7 +206,10 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 progress=say,
             )
         if "rollout" in parts:
-            say("rollout: v1 -> v2 under load, with tcp_migrate_req=1 then 0")
+            say(
+                "rollout: v1 -> v2 under load, with tcp_migrate_req=1 then 0; "
+                "under overload, hash and steered"
+            )
             results.rollout = rolling.run_rollout(
                 "reuseport-demo:v1",
                 "reuseport-demo:v2",

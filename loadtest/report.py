@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest import charts, faultreport, latencyreport, steerreport
+from loadtest import charts, faultreport, latencyreport, overloadreport, steerreport
 from loadtest.costreport import cost_lines, startup_line
 from loadtest.harness.results import (
     SETUP_ORDER,
@@ -108,6 +108,7 @@ def checks(results: LoadtestResults) -> list[Check]:
                     f"{run.failures} failed of {run.requests}",
                 )
             )
+    found += [Check(*check) for check in overloadreport.checks(results.rollout)]
     if results.hang:
         found += _hang_checks(results.hang)
     found += [Check(*check) for check in steerreport.checks(results)]
@@ -342,6 +343,8 @@ def markdown(results: LoadtestResults) -> str:
                 f"- {run.clients} clients, net.ipv4.tcp_migrate_req={run.tcp_migrate_req}: {run.failures} failed of {run.requests:,} requests, "
                 f"{'completed' if run.rollout_ok else 'FAILED'} in {_fmt(run.rollout_s, 1)} s, running replicas between {run.running_min} and {run.running_max}"
             )
+    if rollout:
+        lines += overloadreport.lines(rollout)
     scale = results.scaleout
     if scale:
         lines += ["", "Scale-out: " + startup_line(scale) + "."]

@@ -1,6 +1,8 @@
 """Rollout under load: v1 -> v2 with locust running, for each client kind alone (a new
 connection per request; keep-alive), once with net.ipv4.tcp_migrate_req=1 and once with 0,
-so the failed-request counts side by side say what the setting is worth.
+so the failed-request counts side by side say what the setting is worth; then the same
+rollout under new-connection-per-request overload (wrk, tcp_migrate_req=0) with the
+kernel's hash and steered (loadtest.overload).
 
 The host setting is restored to what it was before, whatever happens.
 """
@@ -17,8 +19,9 @@ from pathlib import Path
 
 import docker
 
-from loadtest import locustrun
+from loadtest import locustrun, overload
 from loadtest.harness.bench import Bench, BenchConfig, free_ports
+from loadtest.harness.overloadresult import OverloadRun
 from loadtest.harness.results import RolloutResult, RolloutRun
 from loadtest.harness.signals import signals_held
 from reuseport import host, labels
@@ -108,9 +111,27 @@ def _one(
         with signals_held():
             if locust is not None:
                 locustrun.stop(locust)
-            left = bench.cleanup()
-        if left:
-            progress(f"rollout: LEFT BEHIND: {', '.join(left)}")
+            _clean(bench, progress)
+
+
+def _clean(bench: Bench, progress: Callable[[str], None]) -> None:
+    left = bench.cleanup()
+    if left:
+        progress(f"rollout: LEFT BEHIND: {', '.join(left)}")
+
+
+def _overload(
+    bench: Bench, image_to: str, port: int, progress: Callable[[str], None]
+) -> list[OverloadRun]:
+    """The overload rows (loadtest.overload): --balance hash, then steered."""
+    runs = []
+    for balance in overload.BALANCES:
+        try:
+            runs.append(overload.run_one(balance, bench, image_to, port, progress))
+        finally:
+            with signals_held():
+                _clean(bench, progress)
+    return runs
 
 
 def run_rollout(
@@ -121,12 +142,14 @@ def run_rollout(
     users: int,
     workdir: Path,
     progress: Callable[[str], None] = print,
+    overload_rows: bool = True,
 ) -> RolloutResult:
     before = host.tcp_migrate_req()
     if before is None:
         return RolloutResult(skipped="this kernel has no net.ipv4.tcp_migrate_req")
     (port,) = free_ports(port, 1)
     runs = []
+    overloaded: list[OverloadRun] = []
     client = docker.from_env(timeout=60)
     with tempfile.TemporaryDirectory(prefix="reuseport-rolling-") as state:
         config = BenchConfig(
@@ -144,6 +167,8 @@ def run_rollout(
                     runs.append(
                         _one(migrate, clients, bench, image_to, port, users, workdir, progress)
                     )
+            if overload_rows:
+                overloaded = _overload(bench, image_to, port, progress)
         finally:
             host.TCP_MIGRATE_REQ.write_text(f"{before}\n")  # as it was
             client.close()
@@ -156,4 +181,5 @@ def run_rollout(
         max_surge=1,
         max_unavailable=0,
         runs=runs,
+        overload=overloaded,
     )

@@ -4,6 +4,7 @@ cores): run it and parse its ``--latency`` report."""
 from __future__ import annotations
 
 import re
+import signal
 import statistics
 import subprocess
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from pathlib import Path
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 # wrk parses -d and --timeout as whole numbers ("1.5s" is rejected), so round once here.
 _MIN_SECONDS = 1
+_UNTIL_INTERRUPTED_S = 3600
+ERROR_KINDS = ("connect", "read", "write", "timeout", "non_2xx")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,22 @@ def _seconds(text: str) -> float:
     return _ms(text) / 1000.0
 
 
+def error_counts(output: str) -> dict[str, int]:
+    """wrk's failed requests by kind: its socket errors and non-2xx/3xx responses (a kind
+    it does not print is 0)."""
+    counts = dict.fromkeys(ERROR_KINDS, 0)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if socket_errors:
+        for kind, number in zip(ERROR_KINDS[:4], socket_errors.groups(), strict=True):
+            counts[kind] = int(number)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        counts["non_2xx"] = int(non_2xx.group(1))
+    return counts
+
+
 def parse(output: str) -> WrkResult:
     """Parse wrk's report; errors = socket errors (connect, read, write, timeout) + non-2xx/3xx."""
 
@@ -51,12 +70,7 @@ def parse(output: str) -> WrkResult:
             raise ValueError(f"wrk output lacks {pattern!r}:\n{output}")
         return match.group(1)
 
-    socket_errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors += int(non_2xx.group(1)) if non_2xx else 0
+    errors = sum(error_counts(output).values())
     return WrkResult(
         rps=float(grab(r"Requests/sec:\s+([\d.]+)")),
         p50_ms=_ms(grab(r"\s50%\s+(\S+)")),
@@ -132,6 +146,31 @@ def run_wrk(
     ``script``: a wrk Lua script (``-s``) that picks the requests."""
     command = _command(url, connections, duration_s, threads, timeout_s, connection, script)
     return _run_all([command], duration_s)[0]
+
+
+def start_until_interrupted(
+    url: str, connections: int, threads: int, timeout_s: float, connection: str = "keep-alive"
+) -> subprocess.Popen[str]:
+    """wrk in the background for as long as it takes (``interrupt`` ends it): load that
+    spans an operation of unknown length, such as a rollout."""
+    command = _command(url, connections, _UNTIL_INTERRUPTED_S, threads, timeout_s, connection)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupt(process: subprocess.Popen[str]) -> str:
+    """SIGINT to a wrk of ``start_until_interrupted`` (it stops and prints its report, as
+    at the end of its duration); its report. Killed if it does not finish."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise RuntimeError("wrk did not stop on SIGINT") from None
+    if "requests in" not in out:
+        raise RuntimeError(f"wrk failed ({process.returncode}): {err.strip()}")
+    return out
 
 
 def run_wrk_split(urls: list[str], connections: int, duration_s: float) -> WrkResult:

@@ -13,6 +13,7 @@ from typing import Any
 
 from loadtest.harness import jsonable
 from loadtest.harness.jsonable import OMIT_NONE
+from loadtest.harness.overloadresult import OverloadRun
 from loadtest.wrk import WrkResult
 
 # The order in which the throughput setups are shown (as loadtest.setups.NAMES).
@@ -192,6 +193,7 @@ class RolloutResult:
     max_surge: int = 1
     max_unavailable: int = 0
     runs: list[RolloutRun] = field(default_factory=list)
+    overload: list[OverloadRun] = field(default_factory=list)  # loadtest.overload's rows
     skipped: str | None = field(default=None, metadata=OMIT_NONE)  # why it did not run
 
 
