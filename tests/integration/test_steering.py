@@ -8,18 +8,30 @@ These tests count, per replica, which one answered each NEW connection (Connecti
 
 from __future__ import annotations
 
+import io
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import docker
 import httpx
 import pytest
 
-from tests.integration.conftest import Service, terminate, wait_for
+from reuseport.kernel import sockets
+from tests.integration.conftest import (
+    DEMO_IMAGE,
+    Service,
+    remove_test_containers,
+    terminate,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -202,3 +214,107 @@ def test_a_third_party_app_is_steered_too(service: Service) -> None:
     with foreign_listener(service.port) as stranger:
         assert sum(service.spread(100).values()) == 100
         assert accepted(stranger) == 0
+
+
+STOP_TIMEOUT_S = 12  # how long a replica that ignores its stop signal stays up while stopped
+
+
+@pytest.fixture(scope="module")
+def stop_ignored_image(docker_client: docker.DockerClient) -> Iterator[str]:
+    """The demo image with SIGUSR2 as its stop signal (the app takes it for "healthy
+    again"): a replica being stopped keeps listening until SIGKILL after --stop-timeout.
+    Built offline from the local demo image; removed after the module's tests."""
+    tag = f"reuseport-demo-stopignored:it-{secrets.token_hex(3)}"
+    dockerfile = f"FROM {DEMO_IMAGE}\nSTOPSIGNAL SIGUSR2\n".encode()
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True, pull=False)
+    try:
+        yield tag
+    finally:
+        remove_test_containers(docker_client)
+        docker_client.images.remove(tag, force=True)
+
+
+def listens(pid: int, port: int) -> bool:
+    """The kernel's word: process ``pid`` holds a listener of ``port``."""
+    listeners = {f"socket:[{inode}]" for inode in sockets.listening_inodes(port)}
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:
+        return False
+    held = set()
+    for fd in fds:
+        try:
+            held.add(os.readlink(fd))
+        except FileNotFoundError:
+            continue  # closed meanwhile
+    return bool(listeners & held)
+
+
+def stop_signal_sent(service: Service, container_id: str, since: int) -> bool:
+    """`docker stop` has signalled the container: its drain is under way."""
+    events = service.client.events(
+        since=since,
+        until=int(time.time()),
+        filters={"container": container_id, "event": "kill"},
+        decode=True,
+    )
+    return any(True for _ in events)
+
+
+def draining_replica_share(service: Service, image: str, balance: str) -> dict[str, int]:
+    """4 replicas scaled to 3: while replica 4 is being stopped (its stop signal ignored,
+    so its app still runs and listens), who answers 200 new connections."""
+    up = service.up_args(
+        "--detach",
+        "--balance",
+        balance,
+        "--stop-timeout",
+        str(STOP_TIMEOUT_S),
+        image=image,
+        replicas=4,
+    )
+    assert service.cli(*up).returncode == 0
+    if balance != "hash":
+        wait_for(lambda: steered(service, 4), timeout=30, what="4 replicas in the steering map")
+    assert len(service.spread(40)) == 4  # every replica answers before the scale
+    draining_id = service.replica_ids()[4]
+    pid = service.listening()[4]["pid"]
+    since = int(time.time()) - 1
+    assert service.cli("scale", service.name, "3", "--no-wait").returncode == 0
+    wait_for(
+        lambda: stop_signal_sent(service, draining_id, since),
+        timeout=30,
+        what="the stop signal sent to replica 4",
+    )
+
+    def row() -> dict[str, Any]:
+        return next(r for r in service.ps() if r["replica"] == 4)
+
+    assert row()["listening"] and listens(pid, service.port), row()
+    counts = service.spread(200)
+    # Still listening after the last connection: every one of them had it to choose from.
+    assert row()["listening"] and listens(pid, service.port), row()
+    assert service.client.containers.get(draining_id).attrs["State"]["Running"]
+    if balance != "hash":
+        assert row()["member"] is False and row()["out_why"] == "draining", row()
+    wait_for(
+        lambda: 4 not in service.replica_ids(),
+        timeout=STOP_TIMEOUT_S + 30,
+        what="replica 4 stopped",
+    )
+    return counts
+
+
+def test_a_draining_replica_gets_no_new_connection(
+    stop_ignored_image: str, service: Service
+) -> None:
+    counts = draining_replica_share(service, stop_ignored_image, "round-robin")
+    assert "4" not in counts and sum(counts.values()) == 200, counts
+
+
+def test_with_the_hash_a_draining_replica_still_gets_its_share(
+    stop_ignored_image: str, service: Service
+) -> None:
+    """The control: the kernel's hash knows nothing of the drain."""
+    counts = draining_replica_share(service, stop_ignored_image, "hash")
+    assert counts.get("4", 0) >= 20 and sum(counts.values()) == 200, counts
