@@ -95,6 +95,13 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     ]
     assert all(r["rollout_ok"] for r in runs)
     assert all(r["requests"] > 0 for r in runs)
+    overloaded = data["rollout"]["overload"]
+    assert [(r["balance"], r["tcp_migrate_req"]) for r in overloaded] == [
+        ("hash", 0),
+        ("round-robin", 0),
+    ]
+    assert all(r["rollout_ok"] and r["requests"] > 0 for r in overloaded)
+    assert any(c["name"].startswith("steered rollout under overload") for c in data["checks"])
 
     hang = data["hang"]
     assert set(hang["setups"]) == {"reuseport", "steered", "docker"}
