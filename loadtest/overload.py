@@ -47,18 +47,7 @@ def run_one(
     load = wrk.start_until_interrupted(url, CONNECTIONS, THREADS, WRK_TIMEOUT_S, "close")
     try:
         time.sleep(WARMUP_S)
-        started = time.monotonic()
-        rollout = bench.cli.run(
-            "rollout",
-            bench.name,
-            "--image",
-            image_to,
-            "--min-ready",
-            str(MIN_READY_S),
-            timeout=300,
-            check=False,
-        )
-        seconds = time.monotonic() - started
+        completed, seconds = bench.rollout(image_to, MIN_READY_S)
         time.sleep(TAIL_S)
         output = wrk.interrupt(load)
     finally:
@@ -70,7 +59,7 @@ def run_one(
     run = OverloadRun(
         balance=balance,
         tcp_migrate_req=0,
-        rollout_ok=rollout.returncode == 0,
+        rollout_ok=completed,
         rollout_s=round(seconds, 2),
         requests=figures.requests,
         rps=round(figures.rps, 1),

@@ -75,18 +75,7 @@ def _one(
         time.sleep(WARMUP_S)
         counter = _Counter(name)
         counter.start()
-        started = time.monotonic()
-        result = bench.cli.run(
-            "rollout",
-            name,
-            "--image",
-            image_to,
-            "--min-ready",
-            str(MIN_READY_S),
-            timeout=300,
-            check=False,
-        )
-        seconds = time.monotonic() - started
+        completed, seconds = bench.rollout(image_to, MIN_READY_S)
         counts = counter.stop()
         time.sleep(TAIL_S)
         locustrun.stop(locust)
@@ -94,12 +83,12 @@ def _one(
         recorded = json.loads(files.replicas.read_text())
         progress(
             f"rollout with {clients} clients, tcp_migrate_req={migrate}: "
-            f"{'completed' if result.returncode == 0 else 'FAILED'} in {seconds:.1f} s"
+            f"{'completed' if completed else 'FAILED'} in {seconds:.1f} s"
         )
         return RolloutRun(
             clients=clients,
             tcp_migrate_req=migrate,
-            rollout_ok=result.returncode == 0,
+            rollout_ok=completed,
             rollout_s=round(seconds, 2),
             requests=sum(int(e.get("num_requests", 0)) for e in stats),
             failures=sum(int(e.get("num_failures", 0)) for e in stats),

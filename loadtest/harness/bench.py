@@ -219,6 +219,22 @@ class Bench:
             self.rp_since = {int(r["replica"]): now for r in listening}
         return seconds
 
+    def rollout(self, image: str, min_ready_s: float) -> tuple[bool, float]:
+        """``reuseport rollout`` of the bench's service to ``image``: (it completed, the
+        seconds it took)."""
+        started = time.monotonic()
+        result = self.cli.run(
+            "rollout",
+            self.name,
+            "--image",
+            image,
+            "--min-ready",
+            f"{min_ready_s:g}",
+            timeout=300,
+            check=False,
+        )
+        return result.returncode == 0, time.monotonic() - started
+
     def wait_steered(self, service: str, policy: str, timeout: float = SETUP_TIMEOUT_S) -> None:
         """Until the supervisor of ``service`` runs ``policy`` (``--balance``) with every
         replica in the steering map; SetupError (with its note) when it does not, so a row
