@@ -142,14 +142,14 @@ def sample_idle(
 ) -> IdleFigures:
     """CPU over ``sample_s`` (% of one core) and RSS of ``procs``; the status file's
     rewrites are counted by polling its inode and mtime."""
-    cpu0, t0 = _cpu_seconds(procs), time.monotonic()
+    cpu0, t0 = cpu_seconds(procs), time.monotonic()
     writes, last = 0, _stamp(status_file)
     while time.monotonic() - t0 < sample_s:
         time.sleep(0.05)
         stamp = _stamp(status_file)
         if stamp != last:
             writes, last = writes + 1, stamp
-    cpu1, t1 = _cpu_seconds(procs), time.monotonic()
+    cpu1, t1 = cpu_seconds(procs), time.monotonic()
     rss = sum(p.memory_info().rss for p in procs)
     return IdleFigures(
         replicas=replicas,
@@ -160,7 +160,7 @@ def sample_idle(
     )
 
 
-def _cpu_seconds(procs: list[psutil.Process]) -> float:
+def cpu_seconds(procs: list[psutil.Process]) -> float:
     total = 0.0
     for proc in procs:
         times = proc.cpu_times()  # every thread of the process

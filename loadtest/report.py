@@ -12,7 +12,14 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest import charts, faultreport, latencyreport, overloadreport, steerreport
+from loadtest import (
+    balancereport,
+    charts,
+    faultreport,
+    latencyreport,
+    overloadreport,
+    steerreport,
+)
 from loadtest.costreport import cost_lines, startup_line
 from loadtest.harness.results import (
     SETUP_ORDER,
@@ -317,6 +324,7 @@ def markdown(results: LoadtestResults) -> str:
             ]
         lines += steerreport.share_lines(tp.shares)
         lines += steerreport.slow_mix_lines(tp.slow_mix)
+        lines += balancereport.lines(tp.steer_cost, tp.balance)
     if results.latency:
         lines += latencyreport.lines(results.latency)
     chaos = results.chaos

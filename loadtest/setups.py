@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -57,6 +57,7 @@ class Setup(Protocol):
     name: str
     description: str
     port: int  # the single entry port, or the first backend port for "limit"
+    service: str  # the tool's setups: the service name ("" for the others)
 
     def urls(self) -> list[str]: ...
 
@@ -67,6 +68,7 @@ class RunningSetup:
     description: str
     port: int
     ports: list[int] = field(default_factory=list)  # several entry ports ("limit")
+    service: str = ""  # the tool's setups: the service name
 
     def urls(self) -> list[str]:
         return [f"http://127.0.0.1:{p}/" for p in (self.ports or [self.port])]
@@ -306,7 +308,11 @@ def _close(bench: Bench, proxies: _Proxies) -> list[str]:
 
 
 def _start(
-    bench: Bench, proxies: _Proxies, wanted: list[str], ports: Iterator[int]
+    bench: Bench,
+    proxies: _Proxies,
+    wanted: list[str],
+    ports: Iterator[int],
+    up_options: Sequence[str] = (),
 ) -> dict[str, Setup]:
     n = bench.replicas
     started: dict[str, Setup] = {}
@@ -320,12 +326,12 @@ def _start(
         port = next(ports)
         service = bench.name if name == "reuseport" else tool_service(bench.name, name)
         # Returns once ps and the kernel show every replica listening.
-        bench.start_reuseport(port, extra=["--balance", balance], service=service)
+        bench.start_reuseport(port, extra=["--balance", balance, *up_options], service=service)
         if balance != "hash":
             bench.wait_steered(service, balance)
         _wait(f"{name} replicas", listening(port, n))
         started[name] = RunningSetup(
-            name, f"{n} replicas on one port (the tool, --balance {balance})", port
+            name, f"{n} replicas on one port (the tool, --balance {balance})", port, [], service
         )
     if "manual" in wanted:
         port = next(ports)
@@ -368,9 +374,14 @@ def tool_service(bench_name: str, setup: str) -> str:
 
 @contextlib.contextmanager
 def running_setups(
-    image: str, replicas: int, base_port: int, names: Iterable[str]
+    image: str,
+    replicas: int,
+    base_port: int,
+    names: Iterable[str],
+    up_options: Sequence[str] = (),
 ) -> Iterator[dict[str, Setup]]:
-    """Start the requested setups (see module doc), yield them all running, remove them."""
+    """Start the requested setups (see module doc), yield them all running, remove them.
+    ``up_options``: more options of the tool's ``up`` (e.g. ``--cpus``)."""
     requested = set(names)
     wanted = [n for n in STARTABLE if n in requested]
     unknown = requested - set(STARTABLE)
@@ -395,7 +406,7 @@ def running_setups(
     try:
         bench = Bench(config, docker.from_env(timeout=60), progress=lambda line: None)
         bench.check_images()  # fail early and clearly (no registry to pull from)
-        yield _start(bench, proxies, wanted, ports)
+        yield _start(bench, proxies, wanted, ports, up_options)
     finally:
         with signals_held():
             problems = _close(bench, proxies) if bench is not None else proxies.stop_all()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 
+from loadtest import balancereport
 from loadtest.harness.results import (
     HangResult,
     HangSecond,
@@ -35,7 +36,10 @@ def checks(results: LoadtestResults) -> list[CheckTuple]:
     found: list[CheckTuple] = []
     setups = results.throughput.setups if results.throughput else {}
     ours, hashed = setups.get(STEERED), setups.get(HASH)
-    if ours and hashed:
+    cost = results.throughput.steer_cost if results.throughput else None
+    if cost and cost.runs:  # paired runs: the robust figure
+        found += balancereport.cost_checks(cost)
+    elif ours and hashed:
         rps = _over(ours.rps, hashed.rps)
         if rps is not None:
             found.append(
@@ -63,6 +67,8 @@ def checks(results: LoadtestResults) -> list[CheckTuple]:
                 f"{_ratio_text(per_setup[HASH].max_over_min) if HASH in per_setup else '-'})",
             )
         )
+    if results.throughput and results.throughput.balance:
+        found += balancereport.balance_checks(results.throughput.balance)
     if results.hang:
         found += _hang_checks(results.hang)
     return found

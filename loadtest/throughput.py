@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from loadtest import shares, slowmix, wrk
+from loadtest import balanced, shares, slowmix, steercost, wrk
 from loadtest.harness import jsonable
 from loadtest.harness.results import (
     SetupFigures,
@@ -94,7 +94,11 @@ def run_throughput(
                 time.sleep(PAUSE_S)
         measured_shares = _shares(running, replicas, share_connections)
         mix_runs = slowmix.measure(running, duration_s, repeats, progress)
+        pairs = steercost.PAIRS if repeats > 1 else 1
+        cost = steercost.measure(running, connections, duration_s, pairs, progress)
         descriptions = {name: setup.description for name, setup in running.items()}
+    # Started alone (the setups above are gone): replicas with a CPU quota.
+    balance = balanced.measure(image, replicas, base_port, duration_s, repeats, progress)
     return ThroughputResult(
         replicas=replicas,
         connections=connections,
@@ -111,6 +115,8 @@ def run_throughput(
             repeats=min(repeats, slowmix.MAX_REPEATS),
             setups={n: _summary(descriptions[n], found) for n, found in mix_runs.items()},
         ),
+        steer_cost=cost,
+        balance=balance,
     )
 
 

@@ -29,7 +29,7 @@ _USER_RE = re.compile(r"^([a-z_][a-z0-9_-]*|\d+)(:([a-z_][a-z0-9_-]*|\d+))?$")
 # Variables the tool sets itself; letting -e override them would break the contract.
 _REDACTED_RE = re.compile(r"^sha256:[0-9a-f]{12}$")
 RESERVED_ENV = frozenset({"PORT", "REPLICA", "HEALTH_PORT"})
-TEMPLATE_FIELDS = ("image", "port", "env", "user", "health_port_base")
+TEMPLATE_FIELDS = ("image", "port", "env", "user", "cpus", "health_port_base")
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,7 @@ class HealthPolicy:
 
 
 BALANCES = ("round-robin", "least-conn", "hash")
+MIN_CPUS = 0.01  # Docker's smallest --cpus (a 1 ms quota per 100 ms period)
 # Round-robin where the kernel lets the supervisor steer, else the hash (said once).
 DEFAULT_BALANCE = "round-robin"
 
@@ -164,6 +165,9 @@ class ServiceSpec:
     # 4-tuple hash, or an eBPF program over the ready replicas. Not part of the template:
     # changing it restarts nothing.
     balance: str = DEFAULT_BALANCE
+    # Each replica's CPU limit in CPUs (docker run --cpus: a CFS quota per 100 ms period),
+    # as production containers have; None: no limit.
+    cpus: float | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -178,6 +182,8 @@ class ServiceSpec:
             raise InvalidSpec(f"port must be between 1 and 65535, got {self.port}")
         if self.user is not None and not _USER_RE.match(self.user):
             raise InvalidSpec(f"--user must be UID[:GID] or a user name, got {self.user!r}")
+        if self.cpus is not None and not self.cpus >= MIN_CPUS:
+            raise InvalidSpec(f"--cpus must be >= {MIN_CPUS:g}, got {self.cpus:g}")
         if not 0 <= self.stop_timeout <= 3600:
             raise InvalidSpec(f"stop timeout must be 0-3600 seconds, got {self.stop_timeout}")
         if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
@@ -232,7 +238,9 @@ class ServiceSpec:
             "env": [list(pair) for pair in self.env],
             "user": self.user,
         }
-        # Only when set, so specs without a health port keep the hash they always had.
+        # Only when set, so specs without them keep the hash they always had.
+        if self.cpus is not None:
+            template["cpus"] = self.cpus
         if self.health.port_base is not None:
             template["health_port_base"] = self.health.port_base
         return template
@@ -346,7 +354,7 @@ def differences(running: ServiceSpec, wanted: ServiceSpec) -> list[str]:
         if key == "env":
             found += _env_differences(dict(running.env), dict(wanted.env))
         elif old.get(key) != new.get(key):
-            found.append(f"{key}: {_show(old.get(key))} -> {_show(new.get(key))}")
+            found.append(f"{key}: {_show(key, old.get(key))} -> {_show(key, new.get(key))}")
     return found
 
 
@@ -357,5 +365,7 @@ def _env_differences(old: dict[str, str], new: dict[str, str]) -> list[str]:
     return [f"env {key} {change}" for key, change in sorted(changes.items())]
 
 
-def _show(value: object) -> str:
-    return "(image default)" if value is None else str(value)
+def _show(key: str, value: object) -> str:
+    if value is None:
+        return "(no limit)" if key == "cpus" else "(image default)"
+    return str(value)

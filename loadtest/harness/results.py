@@ -14,6 +14,7 @@ from typing import Any
 from loadtest.harness import jsonable
 from loadtest.harness.jsonable import OMIT_NONE
 from loadtest.harness.overloadresult import OverloadRun
+from loadtest.harness.steerfigures import BalanceResult, SteerCostResult
 from loadtest.wrk import WrkResult
 
 # The order in which the throughput setups are shown (as loadtest.setups.NAMES).
@@ -65,6 +66,8 @@ class ThroughputResult:
     # connections ("64") -> setup -> spread
     shares: dict[str, dict[str, ShareFigures]] = field(default_factory=dict)
     slow_mix: SlowMixResult | None = field(default=None, metadata=OMIT_NONE)
+    steer_cost: SteerCostResult | None = field(default=None, metadata=OMIT_NONE)
+    balance: BalanceResult | None = field(default=None, metadata=OMIT_NONE)
 
 
 # --------------------------------------------------------------------------- latency

@@ -46,6 +46,10 @@ def up(
     user: Annotated[
         str | None, typer.Option("--user", help="UID[:GID] (or name) the replicas run as.")
     ] = None,
+    cpus: Annotated[
+        float | None,
+        typer.Option("--cpus", help="CPU limit of each replica, in CPUs (like docker run --cpus)."),
+    ] = None,
     stop_timeout: Annotated[
         int, typer.Option("--stop-timeout", help="Seconds between SIGTERM and SIGKILL.")
     ] = 10,
@@ -163,6 +167,7 @@ def up(
         port=port,
         env=parse_env(env or []),
         user=user,
+        cpus=cpus,
         stop_timeout=stop_timeout,
         backoff=BackoffPolicy(backoff_initial, backoff_max, backoff_reset),
         health=HealthPolicy(

@@ -190,7 +190,10 @@ class DockerEngine:
         self, spec: ServiceSpec, index: int, restarts: int, health_port: int | None = None
     ) -> str:
         host_config = self._api.create_host_config(
-            network_mode="host", init=True, restart_policy={"Name": "no"}
+            network_mode="host",
+            init=True,
+            restart_policy={"Name": "no"},
+            nano_cpus=round(spec.cpus * 1e9) if spec.cpus is not None else None,
         )
         nonce = labels.new_nonce()
         # The label spec is redacted: labels show in every `docker events` record.

@@ -36,3 +36,16 @@ def test_unexpected_error_is_one_line_without_traceback(
     assert err.strip() == (
         "reuseport: internal error: RuntimeError: boom (set REUSEPORT_DEBUG=1 for a traceback)"
     )
+
+
+def test_a_cpu_limit_below_dockers_minimum_is_one_line_before_any_engine_call(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unreachable() -> None:
+        raise AssertionError("the spec is checked before the engine is reached")
+
+    monkeypatch.setattr(engines, "connect", unreachable)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["up", "img", "--cpus", "0.001"])
+    assert exited.value.code != 0
+    assert capsys.readouterr().err.strip() == "reuseport: error: --cpus must be >= 0.01, got 0.001"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -125,3 +126,12 @@ def test_the_supervisor_container_reaches_the_engine_through_the_directory(
     assert created["environment"] == {"DOCKER_HOST": f"unix://{SUPERVISOR_SOCKET_DIR}/docker.sock"}
     assert created["command"] == ["supervise", "web", "--state-dir", "/state"]
     assert labels.is_owned(created["labels"], created["name"])
+
+
+def test_replica_cpu_limit_becomes_the_containers_nano_cpus() -> None:
+    client = RecordingClient()
+    engine = DockerEngine(client)  # type: ignore[arg-type]
+    engine.create_replica(replace(SPEC, cpus=0.25), 1, restarts=0)
+    engine.create_replica(SPEC, 2, restarts=0)
+    limited, unlimited = (c["host_config"].get("nano_cpus") for c in client.api.created)
+    assert (limited, unlimited) == (250_000_000, None)

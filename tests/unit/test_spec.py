@@ -1,3 +1,4 @@
+import json
 import re
 from dataclasses import replace
 
@@ -91,10 +92,36 @@ def test_hash_ignores_count_and_supervision_settings() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"image": "reuseport-demo:v2"}, {"port": 9000}, {"env": (("A", "1"),)}, {"user": "1000"}],
+    [
+        {"image": "reuseport-demo:v2"},
+        {"port": 9000},
+        {"env": (("A", "1"),)},
+        {"user": "1000"},
+        {"cpus": 0.5},
+    ],
 )
 def test_hash_covers_the_container_template(change: dict[str, object]) -> None:
     assert make().spec_hash() != make(**change).spec_hash()
+
+
+@pytest.mark.parametrize("cpus", [0, -1, 0.005])
+def test_cpus_below_dockers_minimum_is_refused(cpus: float) -> None:
+    with pytest.raises(InvalidSpec, match="--cpus must be >= 0.01"):
+        make(cpus=cpus)
+
+
+def test_cpus_is_in_the_template_only_when_set() -> None:
+    assert "cpus" not in make().template()
+    assert make(cpus=0.25).template()["cpus"] == 0.25
+    assert differences(make(), make(cpus=0.25)) == ["cpus: (no limit) -> 0.25"]
+
+
+def test_json_round_trip_keeps_cpus_and_reads_specs_without_it() -> None:
+    spec = make(cpus=1.5)
+    assert ServiceSpec.from_json(spec.to_json()) == spec
+    older = json.loads(make().to_json())
+    del older["cpus"]
+    assert ServiceSpec.from_json(json.dumps(older)) == make()
 
 
 def test_json_round_trip() -> None:
