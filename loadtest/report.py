@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtest import charts, faultreport, latencyreport, steerreport
+from loadtest import charts, faultreport, latencyreport, openhangreport, steerreport
 from loadtest.costreport import cost_lines, startup_line
 from loadtest.harness.results import (
     SETUP_ORDER,
@@ -346,7 +346,7 @@ def markdown(results: LoadtestResults) -> str:
     if scale:
         lines += ["", "Scale-out: " + startup_line(scale) + "."]
     if results.hang:
-        lines += _hang_lines(results.hang)
+        lines += _hang_lines(results.hang) + openhangreport.lines(results.hang)
     if results.faults:
         lines += faultreport.lines(results.faults)
     if results.cost:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 
+from loadtest import openhangreport
 from loadtest.harness.results import (
     HangResult,
     HangSecond,
@@ -64,7 +65,7 @@ def checks(results: LoadtestResults) -> list[CheckTuple]:
             )
         )
     if results.hang:
-        found += _hang_checks(results.hang)
+        found += openhangreport.checks(results.hang) or _hang_checks(results.hang)
     return found
 
 
