@@ -58,11 +58,12 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from loadtest import locustrun
+from loadtest import hangopen, locustrun
 from loadtest.hangwatch import POLL_S, figures, find_victim, watch_port
 from loadtest.harness import jsonable
 from loadtest.harness.bench import Bench, BenchConfig, log
 from loadtest.harness.errors import BenchError, SetupError
+from loadtest.harness.openhang import OpenHangFigures
 from loadtest.harness.results import HangFigures, HangResult, HealthSettings
 from loadtest.harness.signals import signals_held, sigterm_as_interrupt
 from reuseport import host
@@ -123,6 +124,7 @@ def run_hang(
     bench = Bench(config, client)
     victim = min(VICTIM, replicas)
     found: dict[str, HangFigures] = {}
+    open_loop: dict[str, OpenHangFigures] = {}
     left: list[str] = []
     migrate_set = False
     with sigterm_as_interrupt():
@@ -149,6 +151,16 @@ def run_hang(
                 )
                 found[setup].replacements = _replacements(bench)
                 left += bench.cleanup()  # `down` is done; the last sweep needs only labels
+                bench.start_reuseport(extra=up)
+                if balance != "hash":
+                    bench.wait_steered(bench.name, balance)
+                open_loop[setup] = hangopen.run_open(
+                    bench, setup, victim, hangopen.RATE, NETWORK_TIMEOUT_S, warmup_s,
+                    duration_s, workdir, progress,
+                )  # fmt: skip
+                open_loop[setup].description = _description(setup)
+                open_loop[setup].replacements = _replacements(bench)
+                left += bench.cleanup()
             _start_docker_health(bench, health_ports, progress)
             found["docker"] = _under_load(
                 bench, "docker", victim, users, warmup_s, duration_s, workdir, progress
@@ -181,6 +193,8 @@ def run_hang(
         tcp_migrate_req_restored=restored == before,
         poll_ms=POLL_S * 1000,
         setups=found,
+        open_rate=hangopen.RATE,
+        open_loop=open_loop,
         left_behind=left,
     )
 

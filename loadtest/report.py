@@ -17,6 +17,7 @@ from loadtest import (
     charts,
     faultreport,
     latencyreport,
+    openhangreport,
     overloadreport,
     steerreport,
 )
@@ -357,7 +358,7 @@ def markdown(results: LoadtestResults) -> str:
     if scale:
         lines += ["", "Scale-out: " + startup_line(scale) + "."]
     if results.hang:
-        lines += _hang_lines(results.hang)
+        lines += _hang_lines(results.hang) + openhangreport.lines(results.hang)
     if results.faults:
         lines += faultreport.lines(results.faults)
     if results.cost:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 
-from loadtest import balancereport
+from loadtest import balancereport, openhangreport
 from loadtest.harness.results import (
     HangResult,
     HangSecond,
@@ -70,7 +70,7 @@ def checks(results: LoadtestResults) -> list[CheckTuple]:
     if results.throughput and results.throughput.balance:
         found += balancereport.balance_checks(results.throughput.balance)
     if results.hang:
-        found += _hang_checks(results.hang)
+        found += openhangreport.checks(results.hang) or _hang_checks(results.hang)
     return found
 
 

@@ -156,13 +156,16 @@ class Reconciler(Applier):
         limits = judge.Limits(
             self.spec.health.hang_window, self.spec.health.start_timeout, self.spec.port
         )
-        suspects = any(r.stall for r in self.records)
+        # Stalls are followed on every read while steering (a suspect must leave the map
+        # within judge.SUSPECT_AFTER_S of its last accept); otherwise they start on reads
+        # with connections, which also see progress as newly accepted connections.
+        follow = self.steering.steerer is not None or any(r.stall for r in self.records)
         observed = []
         self._verdicts = {}
         for replica in self._listed:
             record = self.records.track(replica.id, replica.index, now)
             sockets = observation.replicas.get(replica.id)
-            if observation.with_connections or suspects:
+            if observation.with_connections or follow:
                 record.stall = liveness.advance(
                     record.stall, sockets, now, observation.with_connections
                 )

@@ -138,7 +138,7 @@ class Supervisor(Reconciler):
             while not self.stopping.is_set():
                 now = self.clock()
                 if now >= next_resync:
-                    quiet = self._holdings.quiet and self.resync_s < QUIET_RESYNC_S
+                    quiet = self.resync_s < QUIET_RESYNC_S and self._holdings.still_quiet()
                     next_resync = now + (QUIET_RESYNC_S if quiet else self.resync_s)
                     if now >= next_relist or not self.events_connected:
                         self.stale = True
@@ -209,7 +209,7 @@ class Supervisor(Reconciler):
             wake = min(wake, due - now)
         if self.spec.health.hang_window > 0 and any(r.stall for r in self.records):
             wake = min(wake, SUSPECT_POLL_S)
-        if self.steering.steerer is not None and not self._holdings.quiet:
+        if self.steering.steerer is not None and not self._holdings.still_quiet():
             # Steered and connections flowing: a replica that stops accepting leaves the
             # map within STEER_POLL_S + judge.SUSPECT_AFTER_S (a listener read: ~0.1 ms).
             wake = min(wake, STEER_POLL_S)

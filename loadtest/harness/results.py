@@ -13,6 +13,7 @@ from typing import Any
 
 from loadtest.harness import jsonable
 from loadtest.harness.jsonable import OMIT_NONE
+from loadtest.harness.openhang import OpenHangFigures
 from loadtest.harness.overloadresult import OverloadRun
 from loadtest.harness.steerfigures import BalanceResult, SteerCostResult
 from loadtest.wrk import WrkResult
@@ -306,6 +307,8 @@ class HangResult:
     tcp_migrate_req_restored: bool = False
     poll_ms: float = 0.0
     setups: dict[str, HangFigures] = field(default_factory=dict)  # "reuseport", "docker"
+    open_rate: float = 0.0  # the open-loop run's requests/s (loadtest.hangopen)
+    open_loop: dict[str, OpenHangFigures] = field(default_factory=dict)  # the tool's setups
     left_behind: list[str] = field(default_factory=list)
     skipped: str | None = field(default=None, metadata=OMIT_NONE)  # why it did not run
 

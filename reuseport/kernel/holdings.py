@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 
 from reuseport.engine.base import Replica
-from reuseport.kernel import processes
+from reuseport.kernel import processes, sockets
 from reuseport.kernel.sockets import PortSockets
 
 REFRESH_S = 30.0
@@ -58,10 +58,12 @@ class Holdings:
         # quiet (no connection, nothing queued); None when it was not quiet.
         self._quiet_at: int | None = None
 
-    @property
-    def quiet(self) -> bool:
-        """The last read found no connection on the port and nothing queued."""
-        return self._quiet_at is not None
+    def still_quiet(self, passive_opens: Callable[[], int | None] = sockets.passive_opens) -> bool:
+        """The port has had no connection since the last read with connections: that read
+        found none and nothing queued, and ``passive_opens`` (the counter, read now) has
+        not moved. The last read alone is not enough: under short requests (a new
+        connection each) a read often finds the port empty between two of them."""
+        return self._quiet_at is not None and self.connections_unchanged(passive_opens())
 
     def connections_unchanged(self, passive_opens: int | None) -> bool:
         """Still no connection on the port: the last read with connections found it quiet

@@ -202,3 +202,14 @@ def test_quiet_needs_no_connection_nothing_queued_and_a_still_counter() -> None:
     assert not cache.connections_unchanged(5)
     cache.note_connections(None, table({1}))
     assert not cache.connections_unchanged(None)
+
+
+def test_still_quiet_rereads_the_counter() -> None:
+    # A read between two short requests finds the port empty; the counter tells it apart.
+    cache = FakeProc().holdings()
+    opens = {"now": 5}
+    assert not cache.still_quiet(lambda: opens["now"])  # no read with connections yet
+    cache.note_connections(5, table({1}))
+    assert cache.still_quiet(lambda: opens["now"])
+    opens["now"] = 6  # a connection was opened (and maybe closed) since that read
+    assert not cache.still_quiet(lambda: opens["now"])
