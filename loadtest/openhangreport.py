@@ -10,7 +10,7 @@ from loadtest.harness.results import HangResult
 from reuseport import judge, supervisor
 
 HASH, STEERED = "reuseport", "steered"
-FAILURES_MAX = 0.25  # steered failed requests over hash's
+HURT_SHARE_MAX = 0.25  # steered failed or slow requests over hash's
 # A steered replica leaves the map SUSPECT_AFTER_S after its last accept, seen by a read
 # at most STEER_POLL_S later: no request sent after that may be hurt (plus a pass's time).
 HURT_MAX_S = judge.SUSPECT_AFTER_S + supervisor.STEER_POLL_S + 0.1
@@ -22,25 +22,31 @@ def checks(hang: HangResult) -> list[CheckTuple]:
     ours, hashed = hang.open_loop.get(STEERED), hang.open_loop.get(HASH)
     if not ours or not hashed:
         return []
-    bound = hashed.failures * FAILURES_MAX
+    # Failed or slow, not failed alone: with tcp_migrate_req=1 the requests queued on the
+    # hung replica move to the others when it is replaced, and are answered late rather
+    # than failing if the client waits longer than the hang window took. Failed alone
+    # then says more about the client's timeout than about the isolation.
+    hurt, hash_hurt = ours.failures + ours.slow, hashed.failures + hashed.slow
+    bound = hash_hurt * HURT_SHARE_MAX
     closed = ""
     if STEERED in hang.setups and HASH in hang.setups:
         closed = (
             f"; locust's closed loop: {hang.setups[STEERED].failures} vs "
-            f"{hang.setups[HASH].failures}, where every user soon waits on a stuck request "
-            "in either setup, so it counts users"
+            f"{hang.setups[HASH].failures} failed, where every user soon waits on a stuck "
+            "request in either setup, so it counts users"
         )
-    hurt = ours.hurt_until_s
+    until = ours.hurt_until_s
     return [
         (
-            "hang: steered failed requests <= 1/4 of hash's",
-            ours.failures <= bound,
-            f"open loop: {ours.failures} vs {hashed.failures} (expected <= {bound:g}){closed}",
+            "hang: steered failed or slow requests <= 1/4 of hash's",
+            hurt <= bound,
+            f"open loop: {hurt} ({ours.failures} failed, {ours.slow} slow) vs {hash_hurt} "
+            f"({hashed.failures} failed, {hashed.slow} slow) (expected <= {bound:g}){closed}",
         ),
         (
             "hang: steered, no request sent after the suspicion window is hurt",
-            hurt is not None and hurt <= HURT_MAX_S,
-            f"the last failed or slow request was sent {_secs(hurt)} after the SIGSTOP "
+            until is not None and until <= HURT_MAX_S,
+            f"the last failed or slow request was sent {_secs(until)} after the SIGSTOP "
             f"(expected <= {HURT_MAX_S:.2f} s; hash {_secs(hashed.hurt_until_s)})",
         ),
     ]

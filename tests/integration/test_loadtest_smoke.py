@@ -132,8 +132,12 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
         "steered p99 vs hash",
         "steered share of new connections at 64 connections (max/min)",
         "steered share of new connections at 1024 connections (max/min)",
-        "hang: steered failed requests <= 1/4 of hash's",
+        "hang: steered failed or slow requests <= 1/4 of hash's",
+        "hang: steered, no request sent after the suspicion window is hurt",
     } <= checked
+    assert set(hang["open_loop"]) == {"reuseport", "steered"}
+    for name, figures in hang["open_loop"].items():
+        assert figures["requests"] > 0 and figures["per_second"], name
 
     faults = data["faults"]
     assert faults["tcp_migrate_req_restored"] is True and faults["left_behind"] == []
