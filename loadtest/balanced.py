@@ -26,6 +26,7 @@ hash and steered alternate which runs first, and the report takes medians.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ from typing import Any
 
 from loadtest import openclient, wrk
 from loadtest.h2load import percentile
+from loadtest.harness import jsonable
 from loadtest.harness.errors import SetupError
 from loadtest.harness.steerfigures import BalanceResult, ScheduledRun
 from loadtest.setups import running_setups
@@ -109,8 +111,9 @@ def measure(
     duration_s: float,
     repeats: int,
     progress: Callable[[str], None],
+    cpus: float = CPUS,
 ) -> BalanceResult:
-    up_options = ("--cpus", f"{CPUS:g}")
+    up_options = ("--cpus", f"{cpus:g}")
     with running_setups(image, replicas, base_port, SETUPS, up_options) as running:
         urls = {name: running[name].urls()[0] for name in SETUPS}
         capacity = 0.0
@@ -123,7 +126,7 @@ def measure(
         offered = round(LOAD * capacity)
         found = BalanceResult(
             replicas=replicas,
-            cpus=CPUS,
+            cpus=cpus,
             connections=CONNECTIONS,
             capacity_rps=round(capacity, 1),
             load=LOAD,
@@ -142,3 +145,25 @@ def measure(
                 )
                 time.sleep(PAUSE_S)
     return found
+
+
+if __name__ == "__main__":
+    # A standalone run of just this part: `.venv/bin/python -m loadtest.balanced -d 10 -r 3`
+    parser = argparse.ArgumentParser(prog="loadtest.balanced")
+    parser.add_argument("-d", "--duration", type=float, default=10)
+    parser.add_argument("-r", "--repeats", type=int, default=3)
+    parser.add_argument("-n", "--replicas", type=int, default=4)
+    parser.add_argument("--cpus", type=float, default=CPUS)
+    parser.add_argument("--base-port", type=int, default=21000)
+    parser.add_argument("--image", default="reuseport-demo:latest")
+    args = parser.parse_args()
+    figures = measure(
+        args.image,
+        args.replicas,
+        args.base_port,
+        args.duration,
+        args.repeats,
+        lambda line: print(line, file=sys.stderr, flush=True),  # stdout: JSON only
+        args.cpus,
+    )
+    print(json.dumps(jsonable.to_json(figures), indent=1))
