@@ -112,6 +112,7 @@ def measure(
     repeats: int,
     progress: Callable[[str], None],
     cpus: float = CPUS,
+    load: float = LOAD,
 ) -> BalanceResult:
     up_options = ("--cpus", f"{cpus:g}")
     with running_setups(image, replicas, base_port, SETUPS, up_options) as running:
@@ -123,13 +124,13 @@ def measure(
             progress(f"balance: {name} closed loop {closed.rps:,.0f} req/s")
             capacity = max(capacity, closed.rps)
             time.sleep(PAUSE_S)
-        offered = round(LOAD * capacity)
+        offered = round(load * capacity)
         found = BalanceResult(
             replicas=replicas,
             cpus=cpus,
             connections=CONNECTIONS,
             capacity_rps=round(capacity, 1),
-            load=LOAD,
+            load=load,
             offered_rps=offered,
             duration_s=duration_s,
         )
@@ -154,6 +155,7 @@ if __name__ == "__main__":
     parser.add_argument("-r", "--repeats", type=int, default=3)
     parser.add_argument("-n", "--replicas", type=int, default=4)
     parser.add_argument("--cpus", type=float, default=CPUS)
+    parser.add_argument("--load", type=float, default=LOAD, help="offered / closed-loop max")
     parser.add_argument("--base-port", type=int, default=21000)
     parser.add_argument("--image", default="reuseport-demo:latest")
     args = parser.parse_args()
@@ -165,5 +167,6 @@ if __name__ == "__main__":
         args.repeats,
         lambda line: print(line, file=sys.stderr, flush=True),  # stdout: JSON only
         args.cpus,
+        args.load,
     )
     print(json.dumps(jsonable.to_json(figures), indent=1))
