@@ -49,7 +49,7 @@ from loadtest.harness.steerfigures import BalanceResult, ScheduledRun
 from loadtest.setups import running_setups
 
 SETUPS = ("reuseport", "steered")  # --balance hash, round-robin
-CPUS = 0.015  # each replica's --cpus: ~2,500 req/s offered, within the Python client's reach
+CPUS = 0.015  # each replica's --cpus: ~2,300 req/s closed loop, within the client's reach
 CONNECTIONS = 4
 LOAD = 0.4  # of wrk's closed-loop max: steered delivers ~99.6 % of it (see the doc)
 PAUSE_S = 1.0
