@@ -18,9 +18,12 @@ import math
 import re
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+Number = TypeVar("Number", int, float)
 HELD_TOLERANCE = 0.05  # achieved within 5 % of offered: still open loop
 WARMUP_S = 1.0
 
@@ -41,7 +44,7 @@ def version() -> str:
     return out.stdout.strip() or "h2load"
 
 
-def percentile(sorted_values: list[int], fraction: float) -> int:
+def percentile(sorted_values: Sequence[Number], fraction: float) -> Number:
     """Nearest-rank percentile of an ascending list (``fraction`` 0.99 for p99)."""
     if not sorted_values:
         raise ValueError("no values")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from loadtest.h2load import ClientResult
 from loadtest.wrk import WrkResult
 
 
@@ -26,9 +25,27 @@ class SteerCostResult:
 
 
 @dataclass
+class ScheduledRun:
+    """One run of ``loadtest.openclient --connections``: latencies from each request's
+    SCHEDULED send time. A request not sent by the run's end counts with the run's end
+    minus its scheduled time (a lower bound), a failed one with the timeout."""
+
+    offered_rps: float = 0.0
+    rps: float = 0.0  # delivered: requests answered 2xx per second of the run
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    scheduled: int = 0  # requests due in the run
+    served: int = 0
+    not_sent: int = 0  # due in the run, still waiting on their connection at its end
+    errors: int = 0  # sent, failed (timeout, closed, not 2xx)
+    duration_s: float = 0.0
+
+
+@dataclass
 class BalanceResult:
-    """Few long-lived connections, each at a fixed rate (h2load, open loop), over replicas
-    with a CPU quota (``up --cpus``): hash against steered, alternating runs."""
+    """Few long-lived connections, each at a fixed rate (``loadtest.openclient``, open
+    loop, latency from the scheduled send time), over replicas with a CPU quota (``up
+    --cpus``): hash against steered, alternating runs."""
 
     replicas: int = 0
     cpus: float = 0.0  # each replica's --cpus
@@ -37,4 +54,4 @@ class BalanceResult:
     load: float = 0.0  # offered_rps over capacity_rps
     offered_rps: float = 0.0
     duration_s: float = 0.0
-    runs: dict[str, list[ClientResult]] = field(default_factory=dict)  # by setup, run order
+    runs: dict[str, list[ScheduledRun]] = field(default_factory=dict)  # by setup, run order

@@ -1,8 +1,7 @@
 """The steering-cost and balance rows: paired ratios, medians and their checks."""
 
 from loadtest import balancereport
-from loadtest.h2load import ClientResult
-from loadtest.harness.steerfigures import BalanceResult, SteerCostResult
+from loadtest.harness.steerfigures import BalanceResult, ScheduledRun, SteerCostResult
 from loadtest.steercost import pair_order
 from loadtest.wrk import WrkResult
 
@@ -11,8 +10,8 @@ def wrk_run(rps: float, p99: float) -> WrkResult:
     return WrkResult(rps=rps, p50_ms=1, p99_ms=p99, errors=0, requests=int(rps), duration_s=1)
 
 
-def h2_run(rps: float, p99: float) -> ClientResult:
-    return ClientResult(rps=rps, p50_ms=0.1, p99_ms=p99, responses=1, errors=0, duration_s=1)
+def open_run(rps: float, p99: float) -> ScheduledRun:
+    return ScheduledRun(offered_rps=10000, rps=rps, p50_ms=0.1, p99_ms=p99, not_sent=2)
 
 
 def test_pairs_alternate_which_setup_goes_first() -> None:
@@ -45,15 +44,19 @@ def test_balance_checks_want_more_req_s_at_no_worse_p99() -> None:
         replicas=4,
         cpus=0.1,
         connections=4,
+        offered_rps=10000,
         runs={
-            "reuseport": [h2_run(8000, 0.4), h2_run(9000, 0.3), h2_run(7000, 0.5)],
-            "steered": [h2_run(10000, 0.5), h2_run(10000, 0.5), h2_run(10000, 0.6)],
+            "reuseport": [open_run(8000, 0.4), open_run(9000, 0.3), open_run(7000, 0.5)],
+            "steered": [open_run(10000, 0.5), open_run(10000, 0.5), open_run(10000, 0.6)],
         },
     )
     (rps, p99) = balancereport.balance_checks(balance)
     assert rps[1] and rps[2] == "1.25 (expected >= 1.05)"
     assert not p99[1] and p99[2] == "1.25 (expected <= 1)"
-    assert "| round-robin | 10,000 | 0.50 | 1.25 | 1.25 |" in balancereport.lines(None, balance)
+    rows = balancereport.lines(None, balance)
+    assert "| round-robin | 10,000 | 100 % | 0.10 | 0.50 | 2 | 1.25 | 1.25 |" in rows
+    assert "| hash | 8,000 | 80 % | 0.10 | 0.40 | 2 | 1.00 | 1.00 |" in rows
+    assert any("Latency from the scheduled send time" in line for line in rows)
 
 
 def test_no_runs_no_checks() -> None:
