@@ -9,6 +9,7 @@ import typer
 from reuseport import engine as engines
 from reuseport import rollout as rollouts
 from reuseport import service
+from reuseport.cli import project
 from reuseport.cli._common import (
     MigrateReq,
     StateDir,
@@ -129,10 +130,31 @@ def rollout(
 
 @app.command()
 def down(
-    name: Annotated[str, typer.Argument(help="Service to stop and remove.")],
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="NAME | [NAME...]",
+            help="Service to stop and remove. With a project file: the names of its services "
+            "(default: all).",
+            show_default=False,
+        ),
+    ] = None,
+    file: project.FileOption = None,
     state_dir: StateDir = None,
 ) -> None:
-    """Stop supervising, then stop every replica gracefully (in parallel) and remove it."""
+    """Stop supervising, then stop every replica gracefully (in parallel) and remove it.
+
+    With a project file (-f FILE, or ./reuseport.toml when no NAME is given) every service
+    in it (or each NAME) is taken down; one that is not up is said and skipped."""
+    path = project.found(file, use_cwd=not targets)
+    if path is not None:
+        project.down(path, targets or [], state_dir=state_dir)
+        return
+    if not targets or len(targets) > 1:
+        raise InvalidSpec(
+            "down takes one NAME (several go with a project file: -f FILE, or ./reuseport.toml)"
+        )
+    name = targets[0]
     store = store_at(state_dir)
     engine = engines.connect()
     with err.status(f"taking {name} down"):

@@ -12,6 +12,7 @@ from rich.live import Live
 
 from reuseport import detached, service
 from reuseport import engine as engines
+from reuseport.cli import project
 from reuseport.cli._common import StateDir, app, err, out, say, stop_on_signals, store_at
 from reuseport.errors import InvalidSpec, ReuseportError
 from reuseport.render import service_table
@@ -31,7 +32,16 @@ from reuseport.supervisor import EngineLost, Supervisor
 
 @app.command()
 def up(
-    image: Annotated[str, typer.Argument(help="Local image to run (never pulled).")],
+    ctx: typer.Context,
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="IMAGE | [NAME...]",
+            help="Local image to run (never pulled). With a project file: the names of its "
+            "services to apply (default: all).",
+            show_default=False,
+        ),
+    ] = None,
     replicas: Annotated[
         int, typer.Option("--replicas", "-n", help="Number of replicas (1-256).")
     ] = 2,
@@ -148,6 +158,11 @@ def up(
             "line saying so) or hash (the kernel's 4-tuple hash, over every listener).",
         ),
     ] = DEFAULT_BALANCE,
+    file: project.FileOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="With a project file: print the plan, change nothing."),
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
     """Launch N replicas on one port, prove each listens, and supervise them.
@@ -159,7 +174,29 @@ def up(
 
     A replica that is hung (its accept queue holds connections it does not take) or fails
     its health check is replaced: the successor listens before the failing one is stopped.
+
+    With a project file (-f FILE, or ./reuseport.toml when no IMAGE is given) every service
+    in it (or each NAME) is made to match the file, detached: created when not up, scaled
+    when only its replica count differs, rolled out (zero downtime, the file's rollout
+    policy) when its image, env, user or cpus differ, its settings updated in place when
+    only supervisor settings differ; an unchanged service restarts nothing and a port
+    change is refused. The plan is printed first; --dry-run stops there.
     """
+    path = project.found(file, use_cwd=not targets)
+    if path is not None:
+        project.refuse_flags(ctx)
+        project.up(path, targets or [], dry_run=dry_run, state_dir=state_dir)
+        return
+    if dry_run:
+        raise InvalidSpec("--dry-run needs a project file (-f FILE, or ./reuseport.toml here)")
+    if not targets:
+        raise InvalidSpec("missing IMAGE (or a project file: -f FILE, or ./reuseport.toml here)")
+    if len(targets) > 1:
+        raise InvalidSpec(
+            f"unexpected extra arguments {' '.join(targets[1:])!r}: service names go with a "
+            "project file (-f FILE)"
+        )
+    image = targets[0]
     spec = ServiceSpec(
         name=validate_name(name) if name else default_name(image),
         image=image,
