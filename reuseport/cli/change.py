@@ -18,7 +18,7 @@ from reuseport.cli._common import (
     say,
     store_at,
 )
-from reuseport.errors import InvalidSpec
+from reuseport.options import DEFAULT_ROLLOUT_TIMEOUT_S, positive_seconds
 from reuseport.spec import RolloutPolicy, parse_env, validate_name, validate_replicas
 
 
@@ -81,7 +81,7 @@ def rollout(
     timeout: Annotated[
         float,
         typer.Option("--timeout", help="Seconds before an unfinished rollout is rolled back."),
-    ] = 120.0,
+    ] = DEFAULT_ROLLOUT_TIMEOUT_S,
     tcp_migrate_req: MigrateReq = False,
     state_dir: StateDir = None,
 ) -> None:
@@ -105,8 +105,7 @@ def rollout(
         policy=RolloutPolicy(max_surge, max_unavailable, min_ready),
         undo=undo,
     )
-    if timeout <= 0:
-        raise InvalidSpec(f"--timeout must be > 0, got {timeout:g}")
+    positive_seconds("timeout", timeout)
     engine = engines.connect()
     service.require_supervisor(engine, store, name)
     with err.status(f"rolling {name} out to {target.image}") as status:

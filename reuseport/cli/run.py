@@ -13,17 +13,10 @@ from rich.live import Live
 from reuseport import detached, service
 from reuseport import engine as engines
 from reuseport.cli._common import StateDir, app, err, out, say, stop_on_signals, store_at
-from reuseport.errors import InvalidSpec, ReuseportError
+from reuseport.errors import ReuseportError
+from reuseport.options import DEFAULT_READY_TIMEOUT_S, build_spec, positive_seconds
 from reuseport.render import service_table
-from reuseport.spec import (
-    DEFAULT_BALANCE,
-    BackoffPolicy,
-    HealthPolicy,
-    ServiceSpec,
-    default_name,
-    parse_env,
-    validate_name,
-)
+from reuseport.spec import DEFAULT_BALANCE, parse_env, validate_name
 from reuseport.status import ServiceStatus
 from reuseport.store import StateStore
 from reuseport.supervisor import EngineLost, Supervisor
@@ -63,7 +56,7 @@ def up(
     ] = False,
     ready_timeout: Annotated[
         float, typer.Option("--ready-timeout", help="Seconds to wait for every replica to listen.")
-    ] = 60.0,
+    ] = DEFAULT_READY_TIMEOUT_S,
     backoff_initial: Annotated[
         float,
         typer.Option(
@@ -160,8 +153,8 @@ def up(
     A replica that is hung (its accept queue holds connections it does not take) or fails
     its health check is replaced: the successor listens before the failing one is stopped.
     """
-    spec = ServiceSpec(
-        name=validate_name(name) if name else default_name(image),
+    spec = build_spec(
+        name=name,
         image=image,
         replicas=replicas,
         port=port,
@@ -169,23 +162,22 @@ def up(
         user=user,
         cpus=cpus,
         stop_timeout=stop_timeout,
-        backoff=BackoffPolicy(backoff_initial, backoff_max, backoff_reset),
-        health=HealthPolicy(
-            hang_window=hang_window,
-            port_base=health_port_base,
-            path=health_path,
-            cmd=health_cmd,
-            interval=health_interval,
-            timeout=health_timeout if health_timeout is not None else min(1.0, health_interval),
-            retries=health_retries,
-            start_timeout=start_timeout,
-        ),
+        balance=balance,
+        hang_window=hang_window,
+        start_timeout=start_timeout,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        backoff_reset=backoff_reset,
+        health_port_base=health_port_base,
+        health_path=health_path,
+        health_cmd=health_cmd,
+        health_interval=health_interval,
+        health_timeout=health_timeout,
+        health_retries=health_retries,
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
-        balance=balance,
     )
-    if ready_timeout <= 0:
-        raise InvalidSpec(f"--ready-timeout must be > 0, got {ready_timeout:g}")
+    positive_seconds("ready-timeout", ready_timeout)
     store = store_at(state_dir)
     engine = engines.connect()
     stop = stop_on_signals()
