@@ -11,6 +11,7 @@ file, the line and the key: ``reuseport.toml:12: services.web.replicas: must be 
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 import tomllib
 import typing
@@ -34,6 +35,11 @@ _SPEC_TYPES: dict[str, Any] = {
     for name, hint in typing.get_type_hints(options.build_spec).items()
     if name not in ("name", "env", "return")
 }
+_REQUIRED = tuple(
+    name.replace("_", "-")
+    for name, param in inspect.signature(options.build_spec).parameters.items()
+    if param.default is inspect.Parameter.empty
+)
 _ENTRY_TYPES: dict[str, Any] = {"ready-timeout": float, "rollout-timeout": float}
 FILE_KEYS: tuple[str, ...] = ("env", "env-file", *_SPEC_TYPES, *_ENTRY_TYPES)
 _TOML_TYPES: tuple[tuple[type, str], ...] = (
@@ -163,6 +169,9 @@ class _Loader:
         for key in table:
             if key not in FILE_KEYS:
                 raise self.fail((*where, key), _unknown("key", key, FILE_KEYS))
+        for key in _REQUIRED:
+            if key not in table:
+                raise self.fail((*where, key), f"missing: every service needs {key} = ...")
         values = {key: self.value(where, key, table[key]) for key in table}
         env = self.env_files(where, values.pop("env-file", []))
         env.update(values.pop("env", {}))
