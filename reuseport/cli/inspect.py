@@ -18,7 +18,16 @@ from reuseport import engine as engines
 from reuseport import logs as logs_mod
 from reuseport import rollout as rollouts
 from reuseport.cli import project
-from reuseport.cli._common import StateDir, app, err, out, stop_on_signals, store_at
+from reuseport.cli._common import (
+    ProjectFileLong,
+    ProjectFileOpt,
+    StateDir,
+    app,
+    err,
+    out,
+    stop_on_signals,
+    store_at,
+)
 from reuseport.errors import InvalidSpec
 from reuseport.render import checklist, service_table, statuses_json
 from reuseport.spec import validate_name
@@ -35,7 +44,7 @@ def ps(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list of replica objects.")
     ] = False,
-    file: project.FileOption = None,
+    file: ProjectFileOpt = None,
     state_dir: StateDir = None,
 ) -> None:
     """List replicas: state, whether the kernel shows them listening, pid, restarts, uptime.
@@ -69,7 +78,7 @@ def top(
         typer.Argument(help="Service to watch (default: the project file's services)."),
     ] = None,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
-    file: project.FileOption = None,
+    file: ProjectFileOpt = None,
     state_dir: StateDir = None,
 ) -> None:
     """A live view of `ps NAME` from the kernel, refreshed every second until Ctrl-C:
@@ -122,7 +131,7 @@ def logs(
     tail: Annotated[
         str, typer.Option("--tail", help="Lines per replica from the end, or 'all'.")
     ] = "all",
-    file: project.LongFileOption = None,
+    file: ProjectFileLong = None,
 ) -> None:
     """All replicas' logs merged, each line prefixed with its replica. Without a NAME: the
     services of the project file (--file FILE, or ./reuseport.toml when it exists)."""

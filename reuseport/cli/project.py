@@ -9,21 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from reuseport import engine as engines
 from reuseport import projectapply, projectfile
-from reuseport.cli._common import drain_check, err, out, say, store_at
+from reuseport.cli._common import drain_check, err, out, project_at, say, store_at
 from reuseport.errors import InvalidSpec
 from reuseport.projectfile import ProjectFile
 from reuseport.projectplan import ServicePlan
-
-FILE_HELP = "Project file (default: ./reuseport.toml when it exists)."
-FileOption = Annotated[Path | None, typer.Option("--file", "-f", help=FILE_HELP)]
-# `logs` has -f for --follow, as docker's does.
-LongFileOption = Annotated[Path | None, typer.Option("--file", help=FILE_HELP)]
 
 # What `up` accepts beside -f: everything else is the file's to say.
 UP_WITH_FILE = frozenset({"targets", "file", "dry_run", "detach", "state_dir"})
@@ -40,8 +34,8 @@ def found(explicit: Path | None, use_cwd: bool = True) -> Path | None:
 def file_services(explicit: Path | None) -> list[str] | None:
     """The names of the file's services (for `ps`, `logs`, `top` without a name); None
     without a file."""
-    path = found(explicit)
-    return None if path is None else list(projectfile.load(path).services)
+    loaded = project_at(explicit, required=False)
+    return None if loaded is None else list(loaded.services)
 
 
 def refuse_flags(ctx: typer.Context) -> None:

@@ -13,18 +13,20 @@ from rich.live import Live
 from reuseport import detached, service
 from reuseport import engine as engines
 from reuseport.cli import project
-from reuseport.cli._common import StateDir, app, err, out, say, stop_on_signals, store_at
-from reuseport.errors import InvalidSpec, ReuseportError
-from reuseport.render import service_table
-from reuseport.spec import (
-    DEFAULT_BALANCE,
-    BackoffPolicy,
-    HealthPolicy,
-    ServiceSpec,
-    default_name,
-    parse_env,
-    validate_name,
+from reuseport.cli._common import (
+    ProjectFileOpt,
+    StateDir,
+    app,
+    err,
+    out,
+    say,
+    stop_on_signals,
+    store_at,
 )
+from reuseport.errors import InvalidSpec, ReuseportError
+from reuseport.options import DEFAULT_READY_TIMEOUT_S, build_spec, positive_seconds
+from reuseport.render import service_table
+from reuseport.spec import DEFAULT_BALANCE, parse_env, validate_name
 from reuseport.status import ServiceStatus
 from reuseport.store import StateStore
 from reuseport.supervisor import EngineLost, Supervisor
@@ -36,7 +38,7 @@ def up(
     targets: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="IMAGE | [NAME...]",
+            metavar="IMAGE|NAME",
             help="Local image to run (never pulled). With a project file: the names of its "
             "services to apply (default: all).",
             show_default=False,
@@ -73,7 +75,7 @@ def up(
     ] = False,
     ready_timeout: Annotated[
         float, typer.Option("--ready-timeout", help="Seconds to wait for every replica to listen.")
-    ] = 60.0,
+    ] = DEFAULT_READY_TIMEOUT_S,
     backoff_initial: Annotated[
         float,
         typer.Option(
@@ -158,7 +160,7 @@ def up(
             "line saying so) or hash (the kernel's 4-tuple hash, over every listener).",
         ),
     ] = DEFAULT_BALANCE,
-    file: project.FileOption = None,
+    file: ProjectFileOpt = None,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="With a project file: print the plan, change nothing."),
@@ -197,8 +199,8 @@ def up(
             "project file (-f FILE)"
         )
     image = targets[0]
-    spec = ServiceSpec(
-        name=validate_name(name) if name else default_name(image),
+    spec = build_spec(
+        name=name,
         image=image,
         replicas=replicas,
         port=port,
@@ -206,23 +208,22 @@ def up(
         user=user,
         cpus=cpus,
         stop_timeout=stop_timeout,
-        backoff=BackoffPolicy(backoff_initial, backoff_max, backoff_reset),
-        health=HealthPolicy(
-            hang_window=hang_window,
-            port_base=health_port_base,
-            path=health_path,
-            cmd=health_cmd,
-            interval=health_interval,
-            timeout=health_timeout if health_timeout is not None else min(1.0, health_interval),
-            retries=health_retries,
-            start_timeout=start_timeout,
-        ),
+        balance=balance,
+        hang_window=hang_window,
+        start_timeout=start_timeout,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        backoff_reset=backoff_reset,
+        health_port_base=health_port_base,
+        health_path=health_path,
+        health_cmd=health_cmd,
+        health_interval=health_interval,
+        health_timeout=health_timeout,
+        health_retries=health_retries,
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
-        balance=balance,
     )
-    if ready_timeout <= 0:
-        raise InvalidSpec(f"--ready-timeout must be > 0, got {ready_timeout:g}")
+    positive_seconds("ready-timeout", ready_timeout)
     store = store_at(state_dir)
     engine = engines.connect()
     stop = stop_on_signals()
