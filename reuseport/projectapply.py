@@ -134,7 +134,7 @@ def _scale(
 
 
 def _ready(spec: ServiceSpec, done: str) -> str:
-    return f"{spec.name}: {done}, {spec.replicas} replicas on port {spec.port}"
+    return f"{spec.name}: {done}, {spec.replicas} ready on port {spec.port}"
 
 
 def down(

@@ -49,7 +49,7 @@ class ServicePlan:
     def describe(self) -> str:
         """One line: ``web: rollout (image: a:1 -> a:2; replicas: 2 -> 3)``."""
         headline = {
-            "create": f"create {self.wanted.replicas} replicas of {self.wanted.image} "
+            "create": f"create {_count(self.wanted.replicas)} of {self.wanted.image} "
             f"on port {self.wanted.port}",
             "no-op": "unchanged, nothing to do (nothing restarts)",
             "scale": "scale",
@@ -147,3 +147,7 @@ def _show(value: object) -> str:
     if value is None:
         return "(none)"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _count(replicas: int) -> str:
+    return f"{replicas} replica" + ("" if replicas == 1 else "s")

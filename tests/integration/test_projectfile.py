@@ -15,6 +15,7 @@ import docker
 import httpx
 import pytest
 
+import reuseport
 from tests.integration.conftest import (
     TEST_PREFIX,
     Service,
@@ -55,6 +56,19 @@ port = {self.api.port}
         result = self.cli("up", "-f", str(self.path), *extra)
         assert result.returncode == 0, result.stdout + result.stderr
         return result
+
+    def in_dir(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``reuseport ARGS`` run in the file's directory, without -f (this checkout's
+        package on the path: the directory is not the checkout)."""
+        checkout = str(Path(reuseport.__file__).resolve().parent.parent)
+        return subprocess.run(
+            self.web.runner.argv(*args),
+            cwd=self.path.parent,
+            env={**self.web.env, "PYTHONPATH": checkout},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
     def ids_and_restarts(self) -> dict[str, tuple[str, int]]:
         rows = json.loads(self.cli("ps", "-f", str(self.path), "--json").stdout)
@@ -98,9 +112,13 @@ def test_a_file_comes_up_scales_alone_is_a_no_op_unchanged_and_goes_down_clean(
     before = project.ids_and_restarts()
     assert len(before) == 3, before
 
-    again = project.up()  # the same file: nothing restarts
+    # The same file, found as ./reuseport.toml by `up` without IMAGE: nothing restarts.
+    again = project.in_dir("up")
+    assert again.returncode == 0, again.stderr
     assert again.stdout.count("unchanged") == 2, again.stdout
     assert project.ids_and_restarts() == before
+    listed = json.loads(project.in_dir("ps", "--json").stdout)  # no name: the file's services
+    assert {row["service"] for row in listed} == {project.web.name, project.api.name}
 
     project.write(web_replicas=3)  # only web's count: a scale, every replica kept
     scaled = project.up()
