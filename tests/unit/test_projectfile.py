@@ -350,3 +350,15 @@ def test_malformed_references_are_errors_at_the_key(
 ) -> None:
     message = error_of(tmp_path, f'[services.web]\nimage = "img"\nuser = "{value}"\n')
     assert message.startswith(f"reuseport.toml:3: services.web.user: {fragment}")
+
+
+def test_the_readme_example_sets_every_key_and_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Configuration file") :]
+    example = section[section.index("```toml\n") + 8 : section.index("```\n", 8)]
+    written = {line.split("=")[0].strip("# ") for line in example.splitlines() if " = " in line}
+    assert written == set(FILE_KEYS)  # health-cmd commented out: it excludes health-port-base
+    write(tmp_path, "TOKEN=x\n", ".env")
+    project = load(write(tmp_path, example), {"DB_URL": "pg://db"})
+    assert list(project.services) == ["web", "api"]
+    assert project.services["web"].spec.image == "myapp:latest"
