@@ -15,7 +15,7 @@ from reuseport.projectfile import ProjectFile, to_json, to_toml
 def config(
     names: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[NAMES]...", help="Services to show (default: every one)."),
+        typer.Argument(metavar="NAMES", help="Services to show (default: every one)."),
     ] = None,
     file: ProjectFileOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")] = False,
