@@ -53,7 +53,7 @@ def _closing_brace(text: str, start: int) -> int:
             depth -= 1
             if depth == 0:
                 return index
-    raise InterpolationError(f"unterminated '${{' in {text!r}: close it with '}}' (or write $$)")
+    raise InterpolationError("unterminated '${': close it with '}' (or write $$ for a '$')")
 
 
 def _braced(inner: str, environ: Mapping[str, str]) -> str:

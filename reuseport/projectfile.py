@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import re
 import tomllib
 import typing
@@ -102,8 +103,6 @@ def find(explicit: Path | None, cwd: Path | None = None) -> Path | None:
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> ProjectFile:
     """Read, interpolate (from ``environ``, default os.environ) and validate ``path``."""
-    import os
-
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -119,15 +118,10 @@ class _Loader:
         try:
             self.data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
+            # tomllib says where only in its message: "... (at line 3, column 8)".
             at = _DECODE_AT_RE.match(str(exc))
-            line, what = (
-                (int(at["line"]), f"{at['what']} at column {at['column']}")
-                if at
-                else (
-                    1,
-                    str(exc),
-                )
-            )
+            line = int(at["line"]) if at else 1
+            what = f"{at['what']} at column {at['column']}" if at else str(exc)
             raise ConfigFileError(
                 f"{path}:{line}: invalid TOML: {what}", path=str(path), line=line
             ) from None
@@ -200,12 +194,12 @@ class _Loader:
         at = (*where, key)
         if key == "env":
             if not isinstance(raw, dict):
-                raise self.fail(at, f"must be a table of strings, got {_type(raw)}")
+                raise self.fail(at, f"must be a table of strings, got {_type(raw, show=False)}")
             for var, value in raw.items():
                 if not is_env_key(var):
                     raise self.fail((*at, var), "not a variable name: use [A-Za-z_][A-Za-z0-9_]*")
                 if not isinstance(value, str):
-                    raise self.fail((*at, var), f"must be a string, got {_type(value)}")
+                    raise self.fail((*at, var), f"must be a string, got {_type(value, show=False)}")
             return {var: self.interpolated((*at, var), value) for var, value in raw.items()}
         if key == "env-file":
             paths = [raw] if isinstance(raw, str) else raw
@@ -296,10 +290,12 @@ def _unknown(what: str, key: str, known: Sequence[str]) -> str:
     return f"unknown {what}{hint}"
 
 
-def _type(value: object) -> str:
+def _type(value: object, show: bool = True) -> str:
+    """The TOML type of ``value``, with the value when ``show`` (never for env values)."""
     for kind, name in _TOML_TYPES:
         if isinstance(value, kind):
-            shown = f" {value!r}" if isinstance(value, bool | int | float | str) else ""
+            scalar = isinstance(value, bool | int | float | str)
+            shown = f" {value!r}" if show and scalar else ""
             return name.split(" ", 1)[1] + shown
     return type(value).__name__
 

@@ -61,11 +61,8 @@ class BackoffPolicy:
                 f"<= --backoff-max ({self.maximum:g})",
             )
         if self.reset_after <= 0:
-            raise invalid(
-                "backoff-reset",
-                f"must be > 0 seconds, got {self.reset_after:g}",
-                f"backoff reset must be > 0 seconds, got {self.reset_after}",
-            )
+            detail = f"must be > 0 seconds, got {self.reset_after:g}"
+            raise invalid("backoff-reset", detail, f"backoff reset {detail}")
 
 
 @dataclass(frozen=True)
@@ -196,36 +193,23 @@ class ServiceSpec:
         if self.balance not in BALANCES:
             raise invalid("balance", f"must be one of {', '.join(BALANCES)}, got {self.balance!r}")
         if not self.image or any(c.isspace() for c in self.image):
-            raise invalid(
-                "image",
-                f"must be an image reference without spaces, got {self.image!r}",
-                f"invalid image reference {self.image!r}",
-            )
+            detail = f"must be an image reference without spaces, got {self.image!r}"
+            raise invalid("image", detail, f"invalid image reference {self.image!r}")
         validate_replicas(self.replicas)
         if not 1 <= self.port <= 65535:
-            raise invalid(
-                "port",
-                f"must be between 1 and 65535, got {self.port}",
-                f"port must be between 1 and 65535, got {self.port}",
-            )
+            detail = f"must be between 1 and 65535, got {self.port}"
+            raise invalid("port", detail, f"port {detail}")
         if self.user is not None and not _USER_RE.match(self.user):
             raise invalid("user", f"must be UID[:GID] or a user name, got {self.user!r}")
         if self.cpus is not None and not self.cpus >= MIN_CPUS:
             raise invalid("cpus", f"must be >= {MIN_CPUS:g}, got {self.cpus:g}")
         if not 0 <= self.stop_timeout <= 3600:
-            raise invalid(
-                "stop-timeout",
-                f"must be 0-3600 seconds, got {self.stop_timeout}",
-                f"stop timeout must be 0-3600 seconds, got {self.stop_timeout}",
-            )
+            detail = f"must be 0-3600 seconds, got {self.stop_timeout}"
+            raise invalid("stop-timeout", detail, f"stop timeout {detail}")
         if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
             raise invalid("metrics-port", f"must be between 1 and 65535, got {self.metrics_port}")
         if self.metrics_port is not None and self.metrics_port == self.port:
-            raise invalid(
-                "metrics-port",
-                f"{self.metrics_port} is the service's own port",
-                f"--metrics-port {self.metrics_port} is the service's own port",
-            )
+            raise invalid("metrics-port", f"{self.metrics_port} is the service's own port")
         self._check_health_ports()
         for key, _ in self.env:
             if key in RESERVED_ENV:

@@ -14,7 +14,8 @@ from reuseport.projectfile import ProjectFile, to_json, to_toml
 @app.command()
 def config(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Services to show (default: every one).")
+        list[str] | None,
+        typer.Argument(metavar="NAMES", help="Services to show (default: every one)."),
     ] = None,
     file: ProjectFileOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")] = False,

@@ -239,7 +239,11 @@ HEAD = '[services.web]\nimage = "img"\n'
         (HEAD + "rollout-timeout = -1\n", "3: services.web.rollout-timeout: must be > 0, got -1"),
         (HEAD + "replica = 3\n", "3: services.web.replica: unknown key (did you mean 'replicas'?)"),
         (HEAD + "env = ['A=1']\n", "3: services.web.env: must be a table of strings, got array"),
-        (HEAD + "env = { A = 1 }\n", "3: services.web.env.A: must be a string, got integer 1"),
+        (
+            HEAD + "env = 'PW=secret'\n",
+            "3: services.web.env: must be a table of strings, got string",
+        ),
+        (HEAD + "env = { A = 1 }\n", "3: services.web.env.A: must be a string, got integer"),
         (HEAD + "env = { PORT = '1' }\n", "3: services.web.env: PORT is reserved"),
         (HEAD + "env-file = 3\n", "3: services.web.env-file: must be a path or an array of"),
         (
@@ -262,7 +266,9 @@ HEAD = '[services.web]\nimage = "img"\n'
     ],
 )
 def test_every_bad_value_names_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
-    assert error_of(tmp_path, text).startswith(f"reuseport.toml:{expected}")
+    message = error_of(tmp_path, text)
+    assert message.startswith(f"reuseport.toml:{expected}")
+    assert "secret" not in message  # an env value is never shown, whatever is wrong
 
 
 def test_a_malformed_env_file_line_names_the_env_file_and_its_line(tmp_path: Path) -> None:
@@ -351,3 +357,15 @@ def test_malformed_references_are_errors_at_the_key(
 ) -> None:
     message = error_of(tmp_path, f'[services.web]\nimage = "img"\nuser = "{value}"\n')
     assert message.startswith(f"reuseport.toml:3: services.web.user: {fragment}")
+
+
+def test_the_readme_example_sets_every_key_and_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Configuration file") :]
+    example = section[section.index("```toml\n") + 8 : section.index("```\n", 8)]
+    written = {line.split("=")[0].strip("# ") for line in example.splitlines() if " = " in line}
+    assert written == set(FILE_KEYS)  # health-cmd commented out: it excludes health-port-base
+    write(tmp_path, "TOKEN=x\n", ".env")
+    project = load(write(tmp_path, example), {"DB_URL": "pg://db"})
+    assert list(project.services) == ["web", "api"]
+    assert project.services["web"].spec.image == "myapp:latest"
