@@ -3,6 +3,19 @@
 Every error a user can cause or meet derives from :class:`ReuseportError` and carries a
 one-line, user-facing message. Only the CLI edge prints them; it maps each class to an
 exit code (``exit_code``) so scripts can tell failures apart.
+
+    ReuseportError
+    ├── InvalidSpec (2)            a value is malformed or out of range
+    │   └── ConfigFileError (2)    ... in a project file: ``FILE:LINE: KEY: what is wrong``
+    ├── EngineError (3)            EngineUnavailable, ImageMissing
+    ├── SteeringUnavailable (3)
+    ├── ServiceNotFound (4)
+    ├── PortConflict (5)           PortBusy, UidMismatch, ReusePortMissing
+    ├── SpecConflict (6)           SupervisorConflict
+    ├── ReplicaFailed (7)
+    ├── RolloutFailed (8)
+    ├── StateUnreadable (9)
+    └── RolloutInterrupted (130)
 """
 
 from __future__ import annotations
@@ -22,9 +35,37 @@ class ReuseportError(Exception):
 
 
 class InvalidSpec(ReuseportError):
-    """A command-line value or spec field is malformed or out of range."""
+    """A command-line value or spec field is malformed or out of range.
+
+    ``key``: when the check is about one option, its name as in a project file (the long
+    flag without dashes, e.g. ``hang-window``); ``detail``: what is wrong with it, phrased
+    without the option's name (``must be >= 1, got 0``), so a file's loader can point at
+    the key's line. Without a key, ``detail`` is the whole message."""
 
     exit_code = 2
+
+    def __init__(self, message: str, key: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.detail = detail if detail is not None else message
+
+
+class ConfigFileError(InvalidSpec):
+    """A project file (``reuseport.toml``) is missing, unreadable or invalid. The message is
+    one line naming the file, the line and the key: ``reuseport.toml:12:
+    services.web.replicas: must be between 1 and 256, got 0``. ``path`` and ``line`` are
+    None when the error is about no file in particular (none found). Exit code 2."""
+
+    def __init__(
+        self,
+        message: str,
+        path: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message, key=key)
+        self.path = path
+        self.line = line
 
 
 class EngineError(ReuseportError):

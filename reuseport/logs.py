@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import ServiceNotFound
@@ -30,11 +30,18 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
 
 
 def show(
-    engine: Engine, name: str, *, follow: bool, tail: int | str, write: Callable[[str], None]
+    engine: Engine,
+    names: Sequence[str],
+    *,
+    follow: bool,
+    tail: int | str,
+    write: Callable[[str], None],
 ) -> None:
-    replicas = engine.replicas(name)
+    """The logs of every replica of ``names`` (several: a project file's services)."""
+    replicas = _replicas(engine, names)
     if not replicas:
-        raise ServiceNotFound(f"no replicas of {name!r} (see `reuseport ps`)")
+        shown = ", ".join(repr(name) for name in names)
+        raise ServiceNotFound(f"no replicas of {shown} (see `reuseport ps`)")
     if not follow:
         merged: list[tuple[str, str]] = []
         for replica in replicas:
@@ -44,12 +51,16 @@ def show(
         for _, line in sorted(merged, key=lambda pair: pair[0]):
             write(line)
         return
-    _follow(engine, name, replicas, tail, write)
+    _follow(engine, names, replicas, tail, write)
+
+
+def _replicas(engine: Engine, names: Sequence[str]) -> list[Replica]:
+    return [replica for name in names for replica in engine.replicas(name)]
 
 
 def _follow(
     engine: Engine,
-    name: str,
+    names: Sequence[str],
     replicas: list[Replica],
     tail: int | str,
     write: Callable[[str], None],
@@ -79,4 +90,4 @@ def _follow(
             pass
         if time.monotonic() >= next_relist:
             next_relist = time.monotonic() + RELIST_S
-            attach(engine.replicas(name), "all")  # replacements: show them from their start
+            attach(_replicas(engine, names), "all")  # replacements: show them from their start

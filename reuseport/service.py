@@ -300,10 +300,16 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
+def is_supervised(engine: Engine, store: StateStore, name: str) -> bool:
+    """Whether something converges ``name``'s stored spec: a lease holder (a foreground
+    `up`, or a supervisor mid-start) or a running supervisor container."""
+    return store.lease_owner(name) is not None or bool(live_supervisors(engine, name))
+
+
 def require_supervisor(engine: Engine, store: StateStore, name: str) -> None:
     """Refuse a change nobody would converge. The lease says whether a supervisor runs
     (a heartbeat can lag behind a slow engine call; a held lock cannot)."""
-    if store.lease_owner(name) is None and not live_supervisors(engine, name):
+    if not is_supervised(engine, store, name):
         raise ServiceNotFound(
             f"{name!r} has no running supervisor to converge it; run `reuseport up` with the "
             "same spec to adopt its replicas"

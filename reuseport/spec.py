@@ -30,6 +30,14 @@ _USER_RE = re.compile(r"^([a-z_][a-z0-9_-]*|\d+)(:([a-z_][a-z0-9_-]*|\d+))?$")
 _REDACTED_RE = re.compile(r"^sha256:[0-9a-f]{12}$")
 RESERVED_ENV = frozenset({"PORT", "REPLICA", "HEALTH_PORT"})
 TEMPLATE_FIELDS = ("image", "port", "env", "user", "cpus", "health_port_base")
+_FLAG_RE = re.compile(r"(?<![\w-])--(?=[a-z])")
+
+
+def invalid(key: str, detail: str, message: str | None = None) -> InvalidSpec:
+    """An InvalidSpec about the option ``key`` (its long flag without dashes): the command
+    line shows ``--key detail`` (or ``message``), a project file ``detail`` at the key's
+    line, with other options named as the file names them (no dashes)."""
+    return InvalidSpec(message or f"--{key} {detail}", key=key, detail=_FLAG_RE.sub("", detail))
 
 
 @dataclass(frozen=True)
@@ -45,12 +53,16 @@ class BackoffPolicy:
     def __post_init__(self) -> None:
         # Below 0.1 s a crash loop turns into a hot loop against the engine.
         if not MIN_BACKOFF_S <= self.initial <= self.maximum:
-            raise InvalidSpec(
+            raise invalid(
+                "backoff-initial",
+                f"must be >= {MIN_BACKOFF_S:g} and <= --backoff-max ({self.maximum:g}), "
+                f"got {self.initial:g}",
                 f"backoff must satisfy {MIN_BACKOFF_S:g} <= --backoff-initial ({self.initial:g}) "
-                f"<= --backoff-max ({self.maximum:g})"
+                f"<= --backoff-max ({self.maximum:g})",
             )
         if self.reset_after <= 0:
-            raise InvalidSpec(f"backoff reset must be > 0 seconds, got {self.reset_after}")
+            detail = f"must be > 0 seconds, got {self.reset_after:g}"
+            raise invalid("backoff-reset", detail, f"backoff reset {detail}")
 
 
 @dataclass(frozen=True)
@@ -64,14 +76,19 @@ class RolloutPolicy:
     min_ready_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.max_surge < 0 or self.max_unavailable < 0:
-            raise InvalidSpec("--max-surge and --max-unavailable must be >= 0")
+        both = "--max-surge and --max-unavailable must be >= 0"
+        if self.max_surge < 0:
+            raise invalid("max-surge", f"must be >= 0, got {self.max_surge}", both)
+        if self.max_unavailable < 0:
+            raise invalid("max-unavailable", f"must be >= 0, got {self.max_unavailable}", both)
         if self.max_surge == 0 and self.max_unavailable == 0:
-            raise InvalidSpec(
-                "--max-surge and --max-unavailable cannot both be 0: nothing could move"
+            raise invalid(
+                "max-surge",
+                "cannot be 0 when --max-unavailable is 0: nothing could move",
+                "--max-surge and --max-unavailable cannot both be 0: nothing could move",
             )
         if self.min_ready_s < 0:
-            raise InvalidSpec(f"--min-ready must be >= 0, got {self.min_ready_s:g}")
+            raise invalid("min-ready", f"must be >= 0, got {self.min_ready_s:g}")
 
 
 @dataclass(frozen=True)
@@ -97,36 +114,38 @@ class HealthPolicy:
 
     def __post_init__(self) -> None:
         if self.start_timeout < 1:
-            raise InvalidSpec(f"--start-timeout must be >= 1 second, got {self.start_timeout:g}")
+            raise invalid("start-timeout", f"must be >= 1 second, got {self.start_timeout:g}")
         # A window under a second calls a replica hung between two kernel readings.
         if self.hang_window != 0 and not self.hang_window >= MIN_HANG_WINDOW_S:
-            raise InvalidSpec(
-                f"--hang-window must be 0 (off) or >= {MIN_HANG_WINDOW_S:g} second, "
-                f"got {self.hang_window:g}"
+            raise invalid(
+                "hang-window",
+                f"must be 0 (off) or >= {MIN_HANG_WINDOW_S:g} second, got {self.hang_window:g}",
             )
         if self.port_base is not None and not 1 <= self.port_base <= 65534:
-            raise InvalidSpec(
-                f"--health-port-base must be between 1 and 65534, got {self.port_base}"
-            )
+            raise invalid("health-port-base", f"must be between 1 and 65534, got {self.port_base}")
         if self.port_base is not None and self.cmd is not None:
-            raise InvalidSpec("choose one of --health-port-base and --health-cmd")
+            raise invalid(
+                "health-cmd",
+                "cannot be set with --health-port-base: choose one",
+                "choose one of --health-port-base and --health-cmd",
+            )
         if self.cmd is not None and not self.cmd.strip():
-            raise InvalidSpec("--health-cmd must not be empty")
+            raise invalid("health-cmd", "must not be empty")
         if not self.path.startswith("/"):
-            raise InvalidSpec(f"--health-path must start with '/', got {self.path!r}")
+            raise invalid("health-path", f"must start with '/', got {self.path!r}")
         if not self.interval >= MIN_HEALTH_INTERVAL_S:
-            raise InvalidSpec(
-                f"--health-interval must be >= {MIN_HEALTH_INTERVAL_S:g} seconds, "
-                f"got {self.interval:g}"
+            raise invalid(
+                "health-interval",
+                f"must be >= {MIN_HEALTH_INTERVAL_S:g} seconds, got {self.interval:g}",
             )
         # A check still running when the next is due would only pile up behind itself.
         if not 0 < self.timeout <= self.interval:
-            raise InvalidSpec(
-                f"--health-timeout must be > 0 and <= --health-interval ({self.interval:g}), "
-                f"got {self.timeout:g}"
+            raise invalid(
+                "health-timeout",
+                f"must be > 0 and <= --health-interval ({self.interval:g}), got {self.timeout:g}",
             )
         if self.retries < 1:
-            raise InvalidSpec(f"--health-retries must be >= 1, got {self.retries}")
+            raise invalid("health-retries", f"must be >= 1, got {self.retries}")
 
     @property
     def app_check(self) -> bool:
@@ -172,30 +191,33 @@ class ServiceSpec:
     def __post_init__(self) -> None:
         validate_name(self.name)
         if self.balance not in BALANCES:
-            raise InvalidSpec(
-                f"--balance must be one of {', '.join(BALANCES)}, got {self.balance!r}"
-            )
+            raise invalid("balance", f"must be one of {', '.join(BALANCES)}, got {self.balance!r}")
         if not self.image or any(c.isspace() for c in self.image):
-            raise InvalidSpec(f"invalid image reference {self.image!r}")
+            detail = f"must be an image reference without spaces, got {self.image!r}"
+            raise invalid("image", detail, f"invalid image reference {self.image!r}")
         validate_replicas(self.replicas)
         if not 1 <= self.port <= 65535:
-            raise InvalidSpec(f"port must be between 1 and 65535, got {self.port}")
+            detail = f"must be between 1 and 65535, got {self.port}"
+            raise invalid("port", detail, f"port {detail}")
         if self.user is not None and not _USER_RE.match(self.user):
-            raise InvalidSpec(f"--user must be UID[:GID] or a user name, got {self.user!r}")
+            raise invalid("user", f"must be UID[:GID] or a user name, got {self.user!r}")
         if self.cpus is not None and not self.cpus >= MIN_CPUS:
-            raise InvalidSpec(f"--cpus must be >= {MIN_CPUS:g}, got {self.cpus:g}")
+            raise invalid("cpus", f"must be >= {MIN_CPUS:g}, got {self.cpus:g}")
         if not 0 <= self.stop_timeout <= 3600:
-            raise InvalidSpec(f"stop timeout must be 0-3600 seconds, got {self.stop_timeout}")
+            detail = f"must be 0-3600 seconds, got {self.stop_timeout}"
+            raise invalid("stop-timeout", detail, f"stop timeout {detail}")
         if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
-            raise InvalidSpec(
-                f"--metrics-port must be between 1 and 65535, got {self.metrics_port}"
-            )
+            raise invalid("metrics-port", f"must be between 1 and 65535, got {self.metrics_port}")
         if self.metrics_port is not None and self.metrics_port == self.port:
-            raise InvalidSpec(f"--metrics-port {self.metrics_port} is the service's own port")
+            raise invalid("metrics-port", f"{self.metrics_port} is the service's own port")
         self._check_health_ports()
         for key, _ in self.env:
             if key in RESERVED_ENV:
-                raise InvalidSpec(f"-e {key}=... is reserved: reuseport sets {key} itself")
+                raise invalid(
+                    "env",
+                    f"{key} is reserved: reuseport sets {key} itself",
+                    f"-e {key}=... is reserved: reuseport sets {key} itself",
+                )
 
     def _check_health_ports(self) -> None:
         ports = self.health.port_range(self.replicas, self.rollout.max_surge)
@@ -203,15 +225,17 @@ class ServiceSpec:
             return
         base, top = self.health.port_base, ports[-1]
         if top > 65535:
-            raise InvalidSpec(
-                f"--health-port-base {base} leaves no room: {self.replicas} replicas need "
-                f"health ports {ports[0]}-{top}, past 65535"
+            raise invalid(
+                "health-port-base",
+                f"{base} leaves no room: {self.replicas} replicas need "
+                f"health ports {ports[0]}-{top}, past 65535",
             )
-        for what, taken in (("--port", self.port), ("--metrics-port", self.metrics_port)):
+        for what, taken in (("port", self.port), ("metrics-port", self.metrics_port)):
             if taken is not None and taken in ports:
-                raise InvalidSpec(
-                    f"{what} {taken} falls among the health ports {ports[0]}-{top} "
-                    f"(--health-port-base {base})"
+                raise invalid(
+                    what,
+                    f"{taken} falls among the health ports {ports[0]}-{top} "
+                    f"(--health-port-base {base})",
                 )
 
     def with_replicas(self, replicas: int) -> ServiceSpec:
@@ -309,10 +333,14 @@ def validate_name(name: str) -> str:
 
 def validate_replicas(replicas: int) -> int:
     if not MIN_REPLICAS <= replicas <= MAX_REPLICAS:
-        raise InvalidSpec(
-            f"replicas must be between {MIN_REPLICAS} and {MAX_REPLICAS}, got {replicas}"
-        )
+        detail = f"must be between {MIN_REPLICAS} and {MAX_REPLICAS}, got {replicas}"
+        raise invalid("replicas", detail, f"replicas {detail}")
     return replicas
+
+
+def is_env_key(key: str) -> bool:
+    """Whether ``key`` may name an environment variable: [A-Za-z_][A-Za-z0-9_]*."""
+    return _ENV_KEY_RE.match(key) is not None
 
 
 def parse_env(items: Iterable[str]) -> tuple[tuple[str, str], ...]:

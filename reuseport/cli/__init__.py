@@ -3,7 +3,8 @@
 Every failure surfaces as one line on stderr (``reuseport: error: ...``) and an exit code
 from the error tree; set REUSEPORT_DEBUG=1 to see a traceback for an unexpected one.
 Commands live in ``run`` (up, supervise), ``inspect`` (ps, top, logs, history, doctor,
-version) and ``change`` (scale, rollout, down); ``_common`` holds the app and helpers.
+version), ``change`` (scale, rollout, down) and ``config``; ``_common`` holds the app
+and helpers (the -f/--file project file option among them).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import traceback
 import typer
 from typer.exceptions import TyperException
 
-from reuseport.cli import change, inspect, run  # noqa: F401 - registers the commands
+from reuseport.cli import change, config, inspect, run  # noqa: F401 - registers the commands
 from reuseport.cli._common import app, err
 from reuseport.errors import ReuseportError
 

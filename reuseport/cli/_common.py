@@ -12,7 +12,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from reuseport import host
+from reuseport import host, projectfile
+from reuseport.errors import ConfigFileError
+from reuseport.projectfile import ProjectFile
 from reuseport.store import StateStore
 
 app = typer.Typer(
@@ -37,6 +39,27 @@ StateDir = Annotated[
         help="Where desired state lives (default /var/lib/reuseport).",
     ),
 ]
+
+_FILE_HELP = f"Project file (default: ./{projectfile.DEFAULT_FILE} when there is one)."
+# -f/--file FILE for commands that take a project file; `logs` has -f for --follow and
+# takes ProjectFileLong.
+ProjectFileOpt = Annotated[
+    Path | None, typer.Option("--file", "-f", help=_FILE_HELP, dir_okay=False)
+]
+ProjectFileLong = Annotated[Path | None, typer.Option("--file", help=_FILE_HELP, dir_okay=False)]
+
+
+def project_at(file: Path | None, required: bool = True) -> ProjectFile | None:
+    """The project file given with -f (which must exist) or ./reuseport.toml, loaded and
+    validated. None when there is none and not ``required``; ConfigFileError when required."""
+    path = projectfile.find(file)
+    if path is None:
+        if not required:
+            return None
+        raise ConfigFileError(
+            f"no {projectfile.DEFAULT_FILE} in {Path.cwd()} (give a project file with -f FILE)"
+        )
+    return projectfile.load(path)
 
 
 def store_at(state_dir: Path | None) -> StateStore:

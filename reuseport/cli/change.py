@@ -9,8 +9,10 @@ import typer
 from reuseport import engine as engines
 from reuseport import rollout as rollouts
 from reuseport import service
+from reuseport.cli import project
 from reuseport.cli._common import (
     MigrateReq,
+    ProjectFileOpt,
     StateDir,
     app,
     drain_check,
@@ -19,6 +21,7 @@ from reuseport.cli._common import (
     store_at,
 )
 from reuseport.errors import InvalidSpec
+from reuseport.options import DEFAULT_ROLLOUT_TIMEOUT_S, positive_seconds
 from reuseport.spec import RolloutPolicy, parse_env, validate_name, validate_replicas
 
 
@@ -81,7 +84,7 @@ def rollout(
     timeout: Annotated[
         float,
         typer.Option("--timeout", help="Seconds before an unfinished rollout is rolled back."),
-    ] = 120.0,
+    ] = DEFAULT_ROLLOUT_TIMEOUT_S,
     tcp_migrate_req: MigrateReq = False,
     state_dir: StateDir = None,
 ) -> None:
@@ -105,8 +108,7 @@ def rollout(
         policy=RolloutPolicy(max_surge, max_unavailable, min_ready),
         undo=undo,
     )
-    if timeout <= 0:
-        raise InvalidSpec(f"--timeout must be > 0, got {timeout:g}")
+    positive_seconds("timeout", timeout)
     engine = engines.connect()
     service.require_supervisor(engine, store, name)
     with err.status(f"rolling {name} out to {target.image}") as status:
@@ -129,10 +131,31 @@ def rollout(
 
 @app.command()
 def down(
-    name: Annotated[str, typer.Argument(help="Service to stop and remove.")],
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="NAME",
+            help="Service to stop and remove. With a project file: the names of its services "
+            "(default: all).",
+            show_default=False,
+        ),
+    ] = None,
+    file: ProjectFileOpt = None,
     state_dir: StateDir = None,
 ) -> None:
-    """Stop supervising, then stop every replica gracefully (in parallel) and remove it."""
+    """Stop supervising, then stop every replica gracefully (in parallel) and remove it.
+
+    With a project file (-f FILE, or ./reuseport.toml when no NAME is given) every service
+    in it (or each NAME) is taken down; one that is not up is said and skipped."""
+    path = project.found(file, use_cwd=not targets)
+    if path is not None:
+        project.down(path, targets or [], state_dir=state_dir)
+        return
+    if not targets:
+        raise InvalidSpec("missing NAME (or a project file: -f FILE, or ./reuseport.toml here)")
+    if len(targets) > 1:
+        raise InvalidSpec("down takes one NAME (several go with a project file: -f FILE)")
+    name = targets[0]
     store = store_at(state_dir)
     engine = engines.connect()
     with err.status(f"taking {name} down"):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
@@ -15,25 +17,48 @@ from reuseport import __version__, service
 from reuseport import engine as engines
 from reuseport import logs as logs_mod
 from reuseport import rollout as rollouts
-from reuseport.cli._common import StateDir, app, err, out, stop_on_signals, store_at
+from reuseport.cli import project
+from reuseport.cli._common import (
+    ProjectFileLong,
+    ProjectFileOpt,
+    StateDir,
+    app,
+    err,
+    out,
+    stop_on_signals,
+    store_at,
+)
 from reuseport.errors import InvalidSpec
 from reuseport.render import checklist, service_table, statuses_json
 from reuseport.spec import validate_name
+from reuseport.status import ServiceStatus
+from reuseport.store import StateStore
 
 
 @app.command()
 def ps(
-    name: Annotated[str | None, typer.Argument(help="Service (default: all).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Service (default: the project file's services, else all)."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list of replica objects.")
     ] = False,
+    file: ProjectFileOpt = None,
     state_dir: StateDir = None,
 ) -> None:
-    """List replicas: state, whether the kernel shows them listening, pid, restarts, uptime."""
+    """List replicas: state, whether the kernel shows them listening, pid, restarts, uptime.
+
+    Without a NAME: the services of the project file (-f FILE, or ./reuseport.toml when it
+    exists), else every service on this host."""
     store = store_at(state_dir)
+    in_file = None if name else project.file_services(file)
     engine = engines.connect()
-    names = [validate_name(name)] if name else service.service_names(engine, store)
-    statuses = [service.service_status(n, engine, store) for n in names]
+    if name:
+        names = [validate_name(name)]
+    else:
+        names = in_file if in_file is not None else service.service_names(engine, store)
+    statuses = _statuses(names, engine, store)
     if name and not statuses[0].replicas and statuses[0].desired is None:
         raise service.ServiceNotFound(f"no service named {name!r}")
     now = time.time()
@@ -48,44 +73,75 @@ def ps(
 
 @app.command()
 def top(
-    name: Annotated[str, typer.Argument(help="Service to watch.")],
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Service to watch (default: the project file's services)."),
+    ] = None,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
+    file: ProjectFileOpt = None,
     state_dir: StateDir = None,
 ) -> None:
     """A live view of `ps NAME` from the kernel, refreshed every second until Ctrl-C:
-    per replica its connections, accept queue / backlog and share; foreign listeners."""
+    per replica its connections, accept queue / backlog and share; foreign listeners.
+    Without a NAME: every service of the project file (-f FILE, or ./reuseport.toml)."""
     if interval <= 0:
         raise InvalidSpec(f"--interval must be > 0, got {interval:g}")
+    names = _named_or_from_file(name, file, "-f FILE")
     store = store_at(state_dir)
     engine = engines.connect()
-    name = validate_name(name)
-    status = service.service_status(name, engine, store)
-    if not status.replicas and status.desired is None:
+
+    def view() -> Group:
+        now = time.time()
+        return Group(*(service_table(s, now) for s in _statuses(names, engine, store)))
+
+    statuses_now = _statuses(names, engine, store)
+    if name and not statuses_now[0].replicas and statuses_now[0].desired is None:
         raise service.ServiceNotFound(f"no service named {name!r}")
     stop = stop_on_signals()
-    with Live(service_table(status, time.time()), console=out, auto_refresh=False) as live:
+    with Live(view(), console=out, auto_refresh=False) as live:
         while not stop.wait(interval):
-            status = service.service_status(name, engine, store)
-            live.update(service_table(status, time.time()), refresh=True)
+            live.update(view(), refresh=True)
+
+
+def _statuses(names: list[str], engine: engines.Engine, store: StateStore) -> list[ServiceStatus]:
+    return [service.service_status(n, engine, store) for n in names]
+
+
+def _named_or_from_file(name: str | None, file: Path | None, option: str) -> list[str]:
+    """``[name]``, or the project file's services when no name is given."""
+    if name:
+        return [validate_name(name)]
+    in_file = project.file_services(file)
+    if in_file is None:
+        raise InvalidSpec(f"missing NAME (or a project file: {option}, or ./reuseport.toml here)")
+    return in_file
 
 
 @app.command()
 def logs(
-    name: Annotated[str, typer.Argument(help="Service whose replicas' logs to show.")],
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="Service whose replicas' logs to show (default: the project file's services)."
+        ),
+    ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep streaming, including replacements.")
     ] = False,
     tail: Annotated[
         str, typer.Option("--tail", help="Lines per replica from the end, or 'all'.")
     ] = "all",
+    file: ProjectFileLong = None,
 ) -> None:
-    """All replicas' logs merged, each line prefixed with its replica."""
+    """All replicas' logs merged, each line prefixed with its replica. Without a NAME: the
+    services of the project file (--file FILE, or ./reuseport.toml when it exists)."""
     if tail != "all" and not tail.isdigit():
         raise InvalidSpec(f"--tail must be a number or 'all', got {tail!r}")
+    names = _named_or_from_file(name, file, "--file FILE")
     engine = engines.connect()
     logs_mod.show(
         engine,
-        validate_name(name),
+        names,
         follow=follow,
         tail=int(tail) if tail.isdigit() else "all",
         write=lambda line: print(line, flush=True),

@@ -12,18 +12,21 @@ from rich.live import Live
 
 from reuseport import detached, service
 from reuseport import engine as engines
-from reuseport.cli._common import StateDir, app, err, out, say, stop_on_signals, store_at
-from reuseport.errors import InvalidSpec, ReuseportError
-from reuseport.render import service_table
-from reuseport.spec import (
-    DEFAULT_BALANCE,
-    BackoffPolicy,
-    HealthPolicy,
-    ServiceSpec,
-    default_name,
-    parse_env,
-    validate_name,
+from reuseport.cli import project
+from reuseport.cli._common import (
+    ProjectFileOpt,
+    StateDir,
+    app,
+    err,
+    out,
+    say,
+    stop_on_signals,
+    store_at,
 )
+from reuseport.errors import InvalidSpec, ReuseportError
+from reuseport.options import DEFAULT_READY_TIMEOUT_S, build_spec, positive_seconds
+from reuseport.render import service_table
+from reuseport.spec import DEFAULT_BALANCE, parse_env, validate_name
 from reuseport.status import ServiceStatus
 from reuseport.store import StateStore
 from reuseport.supervisor import EngineLost, Supervisor
@@ -31,7 +34,16 @@ from reuseport.supervisor import EngineLost, Supervisor
 
 @app.command()
 def up(
-    image: Annotated[str, typer.Argument(help="Local image to run (never pulled).")],
+    ctx: typer.Context,
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="IMAGE|NAME",
+            help="Local image to run (never pulled). With a project file: the names of its "
+            "services to apply (default: all).",
+            show_default=False,
+        ),
+    ] = None,
     replicas: Annotated[
         int, typer.Option("--replicas", "-n", help="Number of replicas (1-256).")
     ] = 2,
@@ -63,7 +75,7 @@ def up(
     ] = False,
     ready_timeout: Annotated[
         float, typer.Option("--ready-timeout", help="Seconds to wait for every replica to listen.")
-    ] = 60.0,
+    ] = DEFAULT_READY_TIMEOUT_S,
     backoff_initial: Annotated[
         float,
         typer.Option(
@@ -148,6 +160,11 @@ def up(
             "line saying so) or hash (the kernel's 4-tuple hash, over every listener).",
         ),
     ] = DEFAULT_BALANCE,
+    file: ProjectFileOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="With a project file: print the plan, change nothing."),
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
     """Launch N replicas on one port, prove each listens, and supervise them.
@@ -159,9 +176,31 @@ def up(
 
     A replica that is hung (its accept queue holds connections it does not take) or fails
     its health check is replaced: the successor listens before the failing one is stopped.
+
+    With a project file (-f FILE, or ./reuseport.toml when no IMAGE is given) every service
+    in it (or each NAME) is made to match the file, detached: created when not up, scaled
+    when only its replica count differs, rolled out (zero downtime, the file's rollout
+    policy) when its image, env, user or cpus differ, its settings updated in place when
+    only supervisor settings differ; an unchanged service restarts nothing and a port
+    change is refused. The plan is printed first; --dry-run stops there.
     """
-    spec = ServiceSpec(
-        name=validate_name(name) if name else default_name(image),
+    path = project.found(file, use_cwd=not targets)
+    if path is not None:
+        project.refuse_flags(ctx)
+        project.up(path, targets or [], dry_run=dry_run, state_dir=state_dir)
+        return
+    if dry_run:
+        raise InvalidSpec("--dry-run needs a project file (-f FILE, or ./reuseport.toml here)")
+    if not targets:
+        raise InvalidSpec("missing IMAGE (or a project file: -f FILE, or ./reuseport.toml here)")
+    if len(targets) > 1:
+        raise InvalidSpec(
+            f"unexpected extra arguments {' '.join(targets[1:])!r}: service names go with a "
+            "project file (-f FILE)"
+        )
+    image = targets[0]
+    spec = build_spec(
+        name=name,
         image=image,
         replicas=replicas,
         port=port,
@@ -169,23 +208,22 @@ def up(
         user=user,
         cpus=cpus,
         stop_timeout=stop_timeout,
-        backoff=BackoffPolicy(backoff_initial, backoff_max, backoff_reset),
-        health=HealthPolicy(
-            hang_window=hang_window,
-            port_base=health_port_base,
-            path=health_path,
-            cmd=health_cmd,
-            interval=health_interval,
-            timeout=health_timeout if health_timeout is not None else min(1.0, health_interval),
-            retries=health_retries,
-            start_timeout=start_timeout,
-        ),
+        balance=balance,
+        hang_window=hang_window,
+        start_timeout=start_timeout,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        backoff_reset=backoff_reset,
+        health_port_base=health_port_base,
+        health_path=health_path,
+        health_cmd=health_cmd,
+        health_interval=health_interval,
+        health_timeout=health_timeout,
+        health_retries=health_retries,
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
-        balance=balance,
     )
-    if ready_timeout <= 0:
-        raise InvalidSpec(f"--ready-timeout must be > 0, got {ready_timeout:g}")
+    positive_seconds("ready-timeout", ready_timeout)
     store = store_at(state_dir)
     engine = engines.connect()
     stop = stop_on_signals()

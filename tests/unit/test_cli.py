@@ -6,7 +6,7 @@ from reuseport import cli
 from reuseport import engine as engines
 
 
-@pytest.mark.parametrize("command", ["up", "ps", "logs", "scale", "down"])
+@pytest.mark.parametrize("command", ["up", "ps", "logs", "scale", "down", "config"])
 def test_every_command_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     cli.main([command, "--help"])  # returns normally: exit status 0
     assert "Usage: reuseport" in capsys.readouterr().out
