@@ -122,7 +122,7 @@ def test_down_is_graceful_in_flight_requests_finish(service: Service) -> None:
     def slow_request() -> None:
         try:
             with httpx.Client(timeout=30) as client:
-                results.append(client.get(f"http://127.0.0.1:{service.port}/sleep?s=2").status_code)
+                results.append(client.get(f"http://127.0.0.1:{service.port}/sleep?s=5").status_code)
         except Exception as exc:  # noqa: BLE001 - recorded and asserted below
             errors.append(exc)
 
@@ -131,6 +131,8 @@ def test_down_is_graceful_in_flight_requests_finish(service: Service) -> None:
         thread.start()
     # Stop only once the replicas hold all four connections (accepted, not just queued):
     # the kernel view in `ps` counts an accepted connection by its socket in a replica.
+    # The requests outlast the supervisor's 2 s between passes on a port that was idle,
+    # so a read is sure to see them while they are in flight.
     wait_for(
         lambda: sum(row["connections"] or 0 for row in service.ps()) >= 4,
         timeout=15,
