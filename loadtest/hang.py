@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -59,7 +58,7 @@ import docker
 import docker.errors
 
 from loadtest import hangopen, locustrun
-from loadtest.hangwatch import POLL_S, figures, find_victim, watch_port
+from loadtest.hangwatch import POLL_S, figures, stop_and_watch
 from loadtest.harness import jsonable
 from loadtest.harness.bench import Bench, BenchConfig, log
 from loadtest.harness.errors import BenchError, SetupError
@@ -67,7 +66,6 @@ from loadtest.harness.openhang import OpenHangFigures
 from loadtest.harness.results import HangFigures, HangResult, HealthSettings
 from loadtest.harness.signals import signals_held, sigterm_as_interrupt
 from reuseport import host
-from reuseport.kernel import sockets as kernel
 from reuseport.store import default_state_dir
 
 WARMUP_S = 3.0  # every user runs and the load is steady before the SIGSTOP
@@ -271,17 +269,20 @@ def _under_load(
     try:
         load_start = locustrun.wait_ready(locust, files)
         _sleep_until(load_start + warmup_s)
-        victim = find_victim(bench, setup, index)
-        before = set(kernel.listening_inodes(port))
-        stop_wall = time.time()
-        t0 = time.perf_counter()
-        os.kill(victim.pid, signal.SIGSTOP)
-        progress(
-            f"hang: {setup}: SIGSTOP of replica {index} (pid {victim.pid}) under load "
-            f"({users} users on :{port}); watching for {duration_s:g} s"
+        stop_wall, watch = stop_and_watch(
+            bench,
+            setup,
+            index,
+            port,
+            duration_s,
+            lambda victim: progress(
+                f"hang: {setup}: SIGSTOP of replica {index} (pid {victim.pid}) under load "
+                f"({users} users on :{port}); watching for {duration_s:g} s"
+            ),
+            (lambda victim: lambda: _health(bench, victim.container_id))
+            if setup == "docker"
+            else None,
         )
-        health = (lambda: _health(bench, victim.container_id)) if setup == "docker" else None
-        watch = watch_port(port, victim, before, t0, duration_s, health)
         end_wall = time.time()
         locustrun.stop(locust)
         stats = json.loads(files.stdout.read_text() or "[]")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,11 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loadtest.hangwatch import find_victim, watch_port
+from loadtest.hangwatch import stop_and_watch
 from loadtest.harness.bench import Bench
 from loadtest.harness.errors import SetupError
 from loadtest.harness.openhang import OpenHangFigures, OpenSecond
-from reuseport.kernel import sockets as kernel
 
 RATE = 800.0  # requests/s: the locust run's offered load (40 users x 20/s)
 SLOW_S = 1.0
@@ -68,16 +66,17 @@ def run_open(
                 raise SetupError(f"hang: {setup}: the open-loop client did not start")
             time.sleep(0.05)
         time.sleep(warmup_s)
-        victim = find_victim(bench, setup, index)
-        before = set(kernel.listening_inodes(port))
-        stop_wall = time.time()
-        t0 = time.perf_counter()
-        os.kill(victim.pid, signal.SIGSTOP)
-        progress(
-            f"hang: {setup}, open loop: SIGSTOP of replica {index} (pid {victim.pid}) under "
-            f"{rate:g} requests/s on :{port}; watching for {duration_s:g} s"
+        stop_wall, watch = stop_and_watch(
+            bench,
+            setup,
+            index,
+            port,
+            duration_s,
+            lambda victim: progress(
+                f"hang: {setup}, open loop: SIGSTOP of replica {index} (pid {victim.pid}) "
+                f"under {rate:g} requests/s on :{port}; watching for {duration_s:g} s"
+            ),
         )
-        watch = watch_port(port, victim, before, t0, duration_s, None)
         client.wait(timeout=timeout_s + 30)
         data = json.loads(out.read_text())
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:

@@ -5,6 +5,8 @@ figures of one setup from that and locust's records."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -54,6 +56,27 @@ def find_victim(bench: Bench, setup: str, index: int) -> Victim:
         cid = bench.rp_container(index)
     listener = bench.listener_of(port, cid)
     return Victim(cid, listener.pids[0], listener.inode)
+
+
+def stop_and_watch(
+    bench: Bench,
+    setup: str,
+    index: int,
+    port: int,
+    duration_s: float,
+    announce: Callable[[Victim], None],
+    health: Callable[[Victim], Callable[[], str]] | None = None,
+) -> tuple[float, Watch]:
+    """SIGSTOP replica ``index`` (found from the kernel), ``announce`` it, and watch the
+    port for ``duration_s``: the wall-clock time of the SIGSTOP and what was seen."""
+    victim = find_victim(bench, setup, index)
+    before = set(kernel.listening_inodes(port))
+    stop_wall = time.time()
+    t0 = time.perf_counter()
+    os.kill(victim.pid, signal.SIGSTOP)
+    announce(victim)
+    watch = watch_port(port, victim, before, t0, duration_s, health(victim) if health else None)
+    return stop_wall, watch
 
 
 def _process_gone(pid: int) -> bool:
