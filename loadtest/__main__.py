@@ -39,13 +39,19 @@ from loadtest.harness.signals import sigterm_as_interrupt
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = ("reuseport-demo:latest", "reuseport:latest")
 PARTS = ("throughput", "latency", "chaos", "rollout", "scaleout", "hang", "faults", "cost")
+# What a service of the user's file can be put through (the other parts need the demo's v1
+# and v2 images, its /slow endpoint or its health port).
+FILE_PARTS = ("throughput", "latency")
+DEFAULT_OUT = REPO / "loadtest" / "results"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--replicas", type=int, default=4, help="replicas per setup (4)")
+    parser.add_argument(
+        "--replicas", type=int, default=None, help="replicas per setup (4; with --file, its count)"
+    )
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (10)")
     parser.add_argument(
         "--repeats", type=int, default=5, help="wrk runs per setup, alternating (5)"
@@ -77,12 +83,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         type=Path,
-        default=REPO / "loadtest" / "results",
+        default=DEFAULT_OUT,
         help="results folder (loadtest/results)",
     )
     parser.add_argument("--update-readme", action="store_true", help="put the table into README.md")
     parser.add_argument("--smoke", action="store_true", help="a few seconds per part (CI)")
+    parser.add_argument(
+        "--file",
+        type=Path,
+        help="measure a service of this project file (reuseport.toml) instead of the demo: "
+        f"its image, count and options, started with `up -f`; parts {','.join(FILE_PARTS)}",
+    )
+    parser.add_argument("--service", help="with --file: the service to measure (its only one)")
     args = parser.parse_args(argv)
+    args.project = None
+    if args.file is not None:
+        from_file(parser, args)
+    elif args.service is not None:
+        parser.error("--service goes with --file")
+    args.replicas = args.replicas or 4
     unknown = set(args.only.split(",")) - set(PARTS)
     if unknown:
         parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
@@ -97,6 +116,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         # Just past reuseport's 5 s hang window, so the replacement still happens.
         args.hang_duration = 8.0
     return args
+
+
+def from_file(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check the options that go with --file and load its service into ``args.project``."""
+    only = args.only.split(",") if args.only != ",".join(PARTS) else list(FILE_PARTS)
+    demo_only = [part for part in only if part not in FILE_PARTS]
+    if demo_only:
+        parser.error(
+            f"--file: the {', '.join(demo_only)} part(s) need the demo images; "
+            f"with a file: --only {','.join(FILE_PARTS)}"
+        )
+    if args.update_readme:
+        parser.error("--file: README's figures are the demo's; --update-readme goes without it")
+    from loadtest.harness.errors import SetupError
+    from loadtest.harness.fromfile import load_service
+
+    try:
+        args.project = load_service(args.file, args.service)
+    except SetupError as exc:
+        parser.exit(2, f"loadtest: {exc}\n")
+    args.only = ",".join(only)
+    args.replicas = args.replicas or args.project.spec.replicas
+    if args.out == DEFAULT_OUT:
+        args.out = DEFAULT_OUT / f"file-{args.project.name}"
 
 
 def machine() -> Machine:
@@ -115,14 +158,15 @@ def machine() -> Machine:
     )
 
 
-def require_images() -> None:
+def require_images(images: tuple[str, ...]) -> None:
     client = docker.from_env()
     try:
-        for image in IMAGES:
+        for image in images:
             try:
                 client.images.get(image)
             except docker.errors.ImageNotFound:
-                sys.exit(f"loadtest: image {image} is missing: run scripts/build-images")
+                build = "scripts/build-images" if image in IMAGES else f"docker build -t {image}"
+                sys.exit(f"loadtest: image {image} is missing: run {build}")
     finally:
         client.close()
 
@@ -152,15 +196,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     parts = args.only.split(",")
-    require_images()
+    project = args.project
+    image = project.spec.image if project else IMAGES[0]
+    require_images((image, IMAGES[1]) if project else IMAGES)
     from loadtest import chaos, cost, faults, hang, openloop, rolling, scaleout, setups, throughput
 
     setups.ensure_packages(["wrk", "nginx", "haproxy"])
     openloop.ensure_h2load()
     command = "loadtest/run " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = LoadtestResults(machine=machine(), command=command.strip(), smoke=args.smoke)
+    if project is not None:
+        results.workload = f"{project.name} ({image}) of {args.file}"
     started = time.monotonic()
-    image = IMAGES[0]
     with tempfile.TemporaryDirectory(prefix="reuseport-loadtest-") as work:
         if "throughput" in parts:
             say(
@@ -175,6 +222,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 args.repeats,
                 args.connections,
                 progress=say,
+                project=project,
             )
         if "latency" in parts:
             fractions = openloop.SMOKE_FRACTIONS if args.smoke else openloop.FULL_FRACTIONS
@@ -192,6 +240,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 proxy_max=openloop.proxy_max_of(results.throughput),
                 max_duration_s=args.duration,
                 progress=say,
+                project=project,
             )
         if "chaos" in parts:
             say(f"chaos: a kill every {args.kill_every:g} s for {args.chaos_duration:g} s")

@@ -21,6 +21,7 @@ from loadtest import h2load, wrk
 from loadtest.harness.results import LatencyResult, OpenLoopFigures, RateStep, ThroughputResult
 from loadtest.latencyreport import SHOWN
 from loadtest.setups import NAMES, ensure_packages, running_setups
+from reuseport.projectfile import ServiceEntry
 
 FULL_FRACTIONS = (0.25, 0.5, 0.75)
 SMOKE_FRACTIONS = (0.25,)
@@ -69,10 +70,15 @@ def proxy_max_of(throughput: ThroughputResult | None) -> tuple[float, str] | Non
 
 
 def proxy_max_rps(
-    image: str, replicas: int, base_port: int, connections: int, duration_s: float
+    image: str,
+    replicas: int,
+    base_port: int,
+    connections: int,
+    duration_s: float,
+    project: ServiceEntry | None = None,
 ) -> float:
     """The proxy's closed-loop maximum req/s: wrk against it alone, after a warm-up."""
-    with running_setups(image, replicas, base_port, [PROXY]) as running:
+    with running_setups(image, replicas, base_port, [PROXY], project=project) as running:
         url = running[PROXY].urls()[0]
         wrk.run_wrk(url, connections, WARMUP_S)
         return wrk.run_wrk(url, connections, duration_s).rps
@@ -86,8 +92,9 @@ def _measure_alone(
     rate: float,
     connections: int,
     duration_s: float,
+    project: ServiceEntry | None,
 ) -> tuple[str, h2load.ClientResult]:
-    with running_setups(image, replicas, base_port, [name]) as running:
+    with running_setups(image, replicas, base_port, [name], project=project) as running:
         url = running[name].urls()[0]
         return running[name].description, h2load.run_h2load(url, rate, connections, duration_s)
 
@@ -102,12 +109,13 @@ def run_latency(
     proxy_max: tuple[float, str] | None,
     max_duration_s: float,
     progress: Callable[[str], None] = print,
+    project: ServiceEntry | None = None,
 ) -> LatencyResult:
     """Every compared setup at every fraction of the proxy's maximum; ``proxy_max`` is
     (req/s, how it was measured) when known already, else wrk measures it for
     ``max_duration_s``."""
     if proxy_max is None:
-        rps = proxy_max_rps(image, replicas, base_port, connections, max_duration_s)
+        rps = proxy_max_rps(image, replicas, base_port, connections, max_duration_s, project)
         proxy_max = (rps, f"wrk, {connections} connections, {max_duration_s:g} s, {PROXY} alone")
     max_rps, source = proxy_max
     progress(f"latency: {PROXY} maximum {max_rps:,.0f} req/s ({source})")
@@ -127,7 +135,7 @@ def run_latency(
         step = RateStep(fraction=fraction, offered_rps=offered, order=rotated(names, index))
         for name in step.order:
             description, measured = _measure_alone(
-                image, replicas, base_port, name, offered, connections, duration_s
+                image, replicas, base_port, name, offered, connections, duration_s, project
             )
             result.descriptions[name] = description
             step.setups[name] = figures(offered, measured, result.tolerance)

@@ -293,7 +293,7 @@ def markdown(results: LoadtestResults) -> str:
     ]
     if tp:
         lines += [
-            f"{tp.replicas} replicas of the demo app, {tp.tool} with "
+            f"{tp.replicas} replicas of {results.workload}, {tp.tool} with "
             f"{tp.connections} keep-alive connections for {tp.duration_s} s, "
             f"median of {tp.repeats} alternating runs:",
             "",

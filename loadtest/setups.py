@@ -40,6 +40,7 @@ from loadtest.harness.results import SETUP_ORDER
 from loadtest.harness.signals import signals_held
 from loadtest.shares import raise_fd_limit
 from reuseport.kernel import sockets as kernel
+from reuseport.projectfile import ServiceEntry
 
 NAMES = SETUP_ORDER  # every setup, in the order they are started and shown
 # The tool's setups: name -> its `up --balance` (hash: the kernel's; else eBPF steering).
@@ -330,8 +331,9 @@ def _start(
         if balance != "hash":
             bench.wait_steered(service, balance)
         _wait(f"{name} replicas", listening(port, n))
+        how = "the tool, up -f" if bench.config.project else "the tool"
         started[name] = RunningSetup(
-            name, f"{n} replicas on one port (the tool, --balance {balance})", port, [], service
+            name, f"{n} replicas on one port ({how}, --balance {balance})", port, [], service
         )
     if "manual" in wanted:
         port = next(ports)
@@ -379,9 +381,11 @@ def running_setups(
     base_port: int,
     names: Iterable[str],
     up_options: Sequence[str] = (),
+    project: ServiceEntry | None = None,
 ) -> Iterator[dict[str, Setup]]:
     """Start the requested setups (see module doc), yield them all running, remove them.
-    ``up_options``: more options of the tool's ``up`` (e.g. ``--cpus``)."""
+    ``up_options``: more options of the tool's ``up`` (e.g. ``--cpus``); ``project``: the
+    user's service from a file, which the tool's setups are started from (``up -f``)."""
     requested = set(names)
     wanted = [n for n in STARTABLE if n in requested]
     unknown = requested - set(STARTABLE)
@@ -400,6 +404,7 @@ def running_setups(
         replicas=replicas,
         first_port=base_port,
         ready_timeout_s=READY_TIMEOUT_S,
+        project=project,
     )
     bench: Bench | None = None
     proxies = _Proxies(work)

@@ -24,6 +24,7 @@ from loadtest.harness.results import (
     ThroughputResult,
 )
 from loadtest.setups import NAMES, Setup, ensure_packages, running_setups
+from reuseport.projectfile import ServiceEntry
 
 PAUSE_S = 1.0  # lets TIME_WAIT sockets and the previous run's backlog settle between runs
 WARMUP_S = 1.0  # first connections, upstream keep-alive pools, page faults: not measured
@@ -75,9 +76,15 @@ def run_throughput(
     connections: int,
     share_connections: tuple[int, ...] = (64, 1024),
     progress: Callable[[str], None] = print,
+    project: ServiceEntry | None = None,
 ) -> ThroughputResult:
+    """wrk against every setup (alternating repeats), the kernel's shares and the paired
+    steering cost; with the demo image (no ``project``) also the slow mix, which needs the
+    demo's ``/slow``, and the CPU-limited balance setup."""
     runs: dict[str, list[wrk.WrkResult]] = {name: [] for name in NAMES}
-    with running_setups(image, replicas, base_port, (*NAMES, *slowmix.EXTRA_SETUPS)) as running:
+    demo = project is None
+    names = (*NAMES, *slowmix.EXTRA_SETUPS) if demo else NAMES
+    with running_setups(image, replicas, base_port, names, project=project) as running:
         progress("throughput: " + ", ".join(f"{n} :{s.port}" for n, s in running.items()))
         for name in NAMES:
             _measure(running[name], connections, WARMUP_S)
@@ -93,12 +100,16 @@ def run_throughput(
                 )
                 time.sleep(PAUSE_S)
         measured_shares = _shares(running, replicas, share_connections)
-        mix_runs = slowmix.measure(running, duration_s, repeats, progress)
+        mix_runs = slowmix.measure(running, duration_s, repeats, progress) if demo else None
         pairs = steercost.PAIRS if repeats > 1 else 1
         cost = steercost.measure(running, connections, duration_s, pairs, progress)
         descriptions = {name: setup.description for name, setup in running.items()}
     # Started alone (the setups above are gone): replicas with a CPU quota.
-    balance = balanced.measure(image, replicas, base_port, duration_s, repeats, progress)
+    balance = (
+        balanced.measure(image, replicas, base_port, duration_s, repeats, progress)
+        if demo
+        else None
+    )
     return ThroughputResult(
         replicas=replicas,
         connections=connections,
@@ -107,7 +118,9 @@ def run_throughput(
         tool=wrk.version(),
         setups={name: _summary(descriptions[name], runs[name]) for name in NAMES},
         shares=measured_shares,
-        slow_mix=SlowMixResult(
+        slow_mix=None
+        if mix_runs is None
+        else SlowMixResult(
             slow_fraction=slowmix.SLOW_FRACTION,
             slow_s=slowmix.SLOW_S,
             connections=slowmix.CONNECTIONS,

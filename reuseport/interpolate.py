@@ -2,7 +2,9 @@
 
 ``${VAR}`` and ``$VAR``: the variable's value; an unset one is an error. ``${VAR:-default}``:
 the default when VAR is unset or empty; ``${VAR-default}``: only when unset. A default may
-itself hold ``${...}``. ``$$`` is a literal ``$``; a ``$`` before anything else stays as it is.
+itself hold ``${...}``. ``${VAR:?message}``: an error saying ``message`` when VAR is unset or
+empty; ``${VAR?message}``: only when unset. ``$$`` is a literal ``$``; a ``$`` before
+anything else stays as it is.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from collections.abc import Mapping
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPERATORS = (":-", "-", ":?", "?")
 
 
 class InterpolationError(ValueError):
@@ -59,12 +62,21 @@ def _closing_brace(text: str, start: int) -> int:
 def _braced(inner: str, environ: Mapping[str, str]) -> str:
     name = _NAME_RE.match(inner)
     rest = inner[name.end() :] if name else inner
-    if name is None or (rest and not rest.startswith("-") and not rest.startswith(":-")):
+    if name is None or (rest and not rest.startswith(_OPERATORS)):
         raise InterpolationError(
-            f"invalid reference '${{{inner}}}': use ${{VAR}}, ${{VAR:-default}} or "
-            "${VAR-default} with VAR like [A-Za-z_][A-Za-z0-9_]*"
+            f"invalid reference '${{{inner}}}': use ${{VAR}}, ${{VAR:-default}}, "
+            "${VAR-default}, ${VAR:?message} or ${VAR?message} with VAR like "
+            "[A-Za-z_][A-Za-z0-9_]*"
         )
     var = name.group()
+    if rest.startswith((":?", "?")):
+        colon = rest.startswith(":")
+        if environ.get(var) if colon else var in environ:
+            return environ[var]
+        # The file's own words, interpolated (never a variable's value: it is unset).
+        said = interpolate(rest[2 if colon else 1 :], environ) or "required"
+        unset = "is not set or empty" if colon else "is not set"
+        raise InterpolationError(f"variable {var} {unset}: {said}")
     if rest.startswith(":-"):
         value = environ.get(var)
         return value if value else interpolate(rest[2:], environ)

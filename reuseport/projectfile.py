@@ -210,9 +210,20 @@ class _Loader:
         wanted = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
         if wanted is float and isinstance(raw, int) and not isinstance(raw, bool):
             return float(raw)
+        if wanted in (int, float) and isinstance(raw, str) and "$" in raw:
+            return self.number(at, wanted, raw)
         if type(raw) is not wanted:
             raise self.fail(at, f"must be {_name_of(wanted)}, got {_type(raw)}")
         return self.interpolated(at, raw) if isinstance(raw, str) else raw
+
+    def number(self, at: KeyPath, wanted: type, raw: str) -> int | float:
+        """A number key given as a string to interpolate (``port = "${PORT:-8080}"``, as
+        Compose allows): the text it gives must read as the number."""
+        text = self.interpolated(at, raw).strip()
+        try:
+            return int(text) if wanted is int else float(text)
+        except ValueError:
+            raise self.fail(at, f"must be {_name_of(wanted)}, got {text!r} from {raw!r}") from None
 
     def interpolated(self, at: KeyPath, text: str) -> str:
         try:
@@ -262,10 +273,9 @@ def to_toml(project: ProjectFile, reveal: bool = False) -> str:
     import tomli_w  # only `reuseport config` writes TOML
 
     # Unset keys are left out (TOML has no null), and so is an empty env (an empty table).
-    # Unset keys are left out (TOML has no null), and so is an empty env.
     services = {
         name: {
-            key: _escaped(value)
+            key: escaped(value)
             for key, value in effective(e, reveal).items()
             if value not in (None, {})
         }
@@ -276,11 +286,13 @@ def to_toml(project: ProjectFile, reveal: bool = False) -> str:
     return header + tomli_w.dumps({"services": services})
 
 
-def _escaped(value: object) -> object:
+def escaped(value: object) -> object:
+    """``value`` as a file must hold it to load back as ``value``: every string's ``$``
+    doubled (a file's strings are interpolated), in tables too."""
     if isinstance(value, str):
         return escape(value)
     if isinstance(value, dict):
-        return {key: _escaped(item) for key, item in value.items()}
+        return {key: escaped(item) for key, item in value.items()}
     return value
 
 

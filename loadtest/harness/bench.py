@@ -22,10 +22,12 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
+from loadtest.harness import fromfile
 from loadtest.harness.cli import ReuseportCli
 from loadtest.harness.errors import SetupError, TrialFailed
 from reuseport import labels as rp_labels
 from reuseport.kernel import sockets as kernel
+from reuseport.projectfile import ServiceEntry
 from reuseport.status import ServiceStatus
 from reuseport.store import StateStore
 
@@ -47,6 +49,9 @@ class BenchConfig:
     backoff_reset: float | None = None  # `up --backoff-reset`; None: the tool's default
     gap_s: float = 0.0  # at least this long between a replica's (re)start and its next kill
     ready_timeout_s: float = SETUP_TIMEOUT_S  # `up --ready-timeout`
+    # The user's service from a project file (harness/fromfile.py): `up -f` starts the
+    # tool's setups from it, and the hand-started containers get its env.
+    project: ServiceEntry | None = None
 
 
 def log(message: str) -> None:
@@ -75,6 +80,18 @@ def free_ports(start: int, count: int) -> list[int]:
             if len(found) == count:
                 return found
     raise SetupError(f"no {count} free TCP ports in {start}..{start + 2000}")
+
+
+def free_block(start: int, count: int) -> int:
+    """The first port of ``count`` consecutive free ports from ``start`` up."""
+    for first in range(start, min(start + 2000, 65536 - count)):
+        if all(
+            not kernel.listening_inodes(port)
+            and all(_bindable(family, port) for family in (socket.AF_INET, socket.AF_INET6))
+            for port in range(first, first + count)
+        ):
+            return first
+    raise SetupError(f"no {count} consecutive free TCP ports in {start}..{start + 2000}")
 
 
 def _bindable(family: int, port: int) -> bool:
@@ -146,7 +163,8 @@ class Bench:
     ) -> Container:
         """One container of the image as the tool runs a replica (engine/docker.py): host
         network, docker-init, PORT and REPLICA; the app itself sets SO_REUSEPORT."""
-        environment = {"PORT": str(port), "REPLICA": str(replica)}
+        environment = dict(self.config.project.spec.env) if self.config.project else {}
+        environment |= {"PORT": str(port), "REPLICA": str(replica)}
         if health_port is not None:
             environment["HEALTH_PORT"] = str(health_port)
         container: Container = self.client.containers.run(
@@ -196,10 +214,14 @@ class Bench:
         port = port or self.rp_port
         service = service or self.name
         ready = self.config.ready_timeout_s
-        up = ["up", self.config.image, "-n", str(self.replicas), "-p", str(port)]
-        up += ["--name", service, "-d", "--ready-timeout", f"{ready:g}", *extra]
+        flags = list(extra)
         if self.config.backoff_reset is not None:
-            up += ["--backoff-reset", str(self.config.backoff_reset)]
+            flags += ["--backoff-reset", str(self.config.backoff_reset)]
+        if self.config.project is not None:
+            up = ["up", "-f", str(self._setup_file(service, port, flags))]
+        else:
+            up = ["up", self.config.image, "-n", str(self.replicas), "-p", str(port)]
+            up += ["--name", service, "-d", "--ready-timeout", f"{ready:g}", *flags]
         self.log(f"reuseport: {' '.join(up)}")
         # Before the call: a half-done `up` still needs `down`.
         if service not in self.services_up:
@@ -218,6 +240,24 @@ class Bench:
             now = time.perf_counter()
             self.rp_since = {int(r["replica"]): now for r in listening}
         return seconds
+
+    def _setup_file(self, service: str, port: int, flags: Sequence[str]) -> Path:
+        """The project file `up -f` starts ``service`` from (harness/fromfile.py), next
+        to the state dir, in the bench's own work directory."""
+        assert self.config.project is not None
+        health_base = None
+        if self.config.project.spec.health.port_base is not None:
+            # Far from the setups' own ports, which were all picked before any started.
+            health_base = free_block(port + 1000, self.replicas)
+        return fromfile.setup_file(
+            self.config.project,
+            service,
+            port,
+            flags,
+            self.config.ready_timeout_s,
+            health_base,
+            self.config.state_dir.parent,
+        )
 
     def rollout(self, image: str, min_ready_s: float) -> tuple[bool, float]:
         """``reuseport rollout`` of the bench's service to ``image``: (it completed, the

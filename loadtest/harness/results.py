@@ -421,6 +421,7 @@ class LoadtestResults:
     cost: CostResult | None = field(default=None, metadata=OMIT_NONE)
     elapsed_s: float | None = field(default=None, metadata=OMIT_NONE)
     latency: LatencyResult | None = field(default=None, metadata=OMIT_NONE)
+    workload: str = "the demo app"  # or the service of a project file (--file)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = jsonable.to_json(self)

@@ -176,3 +176,47 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     assert (Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()) == migrate_before
     assert leftovers == b""
     assert all(not kernel.listening_inodes(port) for port in range(18600, 19000, 1))
+
+
+@pytest.mark.timeout(900)
+def test_the_benchmark_measures_a_service_of_a_project_file(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """`loadtest --file`: the tool's setups come from the user's file (here 3 replicas with
+    an HTTP health check, which each setup gets on its own ports), through `up -f`."""
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    readme = (REPO / "README.md").read_bytes()
+    project = tmp_path / "reuseport.toml"
+    project.write_text(
+        "[services.shop]\n"
+        'image = "reuseport-demo:latest"\n'
+        "replicas = 3\n"
+        "port = 8080\n"
+        "health-port-base = 19500\n"
+        'env = { APP_VERSION = "from-${WHO:-file}" }\n'
+    )
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest", "--smoke", "--file", str(project), "--out", str(out)]
+        + ["--base-port", "19100"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=840,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    setups = data["throughput"]["setups"]
+    assert "(the tool, up -f, --balance round-robin)" in setups["steered"]["description"]
+    assert data["workload"] == f"shop (reuseport-demo:latest) of {project}"
+    assert data["throughput"]["replicas"] == 3  # the file's count, not the default 4
+    for name in ("reuseport", "steered"):
+        shares = data["throughput"]["shares"]["64"][name]["per_replica"]
+        assert set(shares) == {"1", "2", "3"}, (name, shares)
+    assert "slow_mix" not in data["throughput"]  # the demo's /slow: not the user's app
+    assert [step["fraction"] for step in data["latency"]["steps"]] == [0.25]
+    assert set(data) & {"chaos", "rollout", "hang", "faults", "cost"} == set()
+    assert "3 replicas of shop (reuseport-demo:latest)" in (out / "results.md").read_text()
+    assert (REPO / "README.md").read_bytes() == readme
+    assert {c.id for c in docker_client.containers.list(all=True)} <= before
+    assert all(not kernel.listening_inodes(port) for port in range(19100, 19700))

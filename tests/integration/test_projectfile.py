@@ -1,12 +1,16 @@
 """A project file (reuseport.toml) applied on the real engine: two services come up, an
 edited count scales without touching other replicas, an edited image rolls out under load
-with no failed request, an unchanged file restarts nothing, and `down -f` leaves nothing."""
+with no failed request, an unchanged file restarts nothing, an edited supervisor setting is
+followed without a restart, logs and top without a name show every service of the file, and
+`down -f` leaves nothing."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +20,8 @@ import httpx
 import pytest
 
 import reuseport
+from reuseport.status import ServiceStatus
+from reuseport.store import StateStore
 from tests.integration.conftest import (
     TEST_PREFIX,
     Service,
@@ -32,7 +38,9 @@ class Project:
     web: Service
     api: Service
 
-    def write(self, web_image: str = "reuseport-demo:v1", web_replicas: int = 2) -> None:
+    def write(
+        self, web_image: str = "reuseport-demo:v1", web_replicas: int = 2, web_more: str = ""
+    ) -> None:
         self.path.write_text(
             f"""# two services on two ports
 [services.{self.web.name}]
@@ -41,6 +49,7 @@ replicas = {web_replicas}
 port = {self.web.port}
 env = {{ GREETING = "${{GREETING:-hello}}" }}
 min-ready = 0.5
+{web_more}
 
 [services.{self.api.name}]
 image = "reuseport-demo:v1"
@@ -159,3 +168,52 @@ def test_an_edited_image_rolls_out_under_load_with_zero_failed_requests(
     after = project.ids_and_restarts()
     assert {k: v for k, v in after.items() if project.api.name in k} == api_before
     assert {row["image"] for row in project.web.ps()} == {"reuseport-demo:v2"}
+
+
+def test_a_settings_edit_restarts_nothing_and_logs_and_top_show_every_service(
+    project: Project,
+) -> None:
+    project.write()
+    project.up()
+    before = project.ids_and_restarts()
+    store = StateStore(project.web.state_dir)
+
+    def balance() -> str | None:
+        status = ServiceStatus.from_json(store.load_status(project.web.name))
+        return status.balance if status else None
+
+    assert wait_for(balance, timeout=30, what="a published status") != "hash"
+    # Supervisor settings only: the stored spec changes, the supervisor follows, and not
+    # one replica is restarted or replaced.
+    project.write(web_more='balance = "hash"\nhang-window = 3\nbackoff-max = 10')
+    applied = project.up()
+    assert f"{project.web.name}: update settings" in applied.stdout, applied.stdout
+    assert "balance: round-robin -> hash" in applied.stdout, applied.stdout
+    assert f"{project.api.name}: unchanged" in applied.stdout, applied.stdout
+    spec = store.load_spec(project.web.name)
+    assert spec is not None and spec.balance == "hash" and spec.health.hang_window == 3
+    wait_for(lambda: balance() == "hash", timeout=30, what="the supervisor on hash")
+    assert project.ids_and_restarts() == before
+
+    # No name: every service of the file, each line prefixed with its replica.
+    logs = project.cli("logs", "--file", str(project.path), "--tail", "20")
+    assert logs.returncode == 0, logs.stderr
+    assert project.web.name in logs.stdout and project.api.name in logs.stdout, logs.stdout
+
+    top = subprocess.Popen(
+        project.web.runner.argv("top", "-f", str(project.path), "--interval", "0.5"),
+        env={**project.web.env, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)
+        top.send_signal(signal.SIGINT)
+        shown, errors = top.communicate(timeout=20)
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+    assert top.returncode == 0, errors
+    assert project.web.name in shown and project.api.name in shown, shown[-2000:]

@@ -350,7 +350,7 @@ def test_defaults_nest_and_stray_dollars_stay(
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
-    [("${A", "unterminated '${'"), ("${A?x}", "invalid reference '${A?x}'"), ("${}", "invalid")],
+    [("${A", "unterminated '${'"), ("${A+x}", "invalid reference '${A+x}'"), ("${}", "invalid")],
 )
 def test_malformed_references_are_errors_at_the_key(
     tmp_path: Path, value: str, fragment: str
@@ -369,3 +369,51 @@ def test_the_readme_example_sets_every_key_and_loads(tmp_path: Path) -> None:
     project = load(write(tmp_path, example), {"DB_URL": "pg://db"})
     assert list(project.services) == ["web", "api"]
     assert project.services["web"].spec.image == "myapp:latest"
+
+
+@pytest.mark.parametrize(
+    ("environ", "port", "window"),
+    [({}, 8080, 5.0), ({"PORT": "9000", "HANG": "2.5"}, 9000, 2.5)],
+)
+def test_a_number_key_may_come_from_an_interpolated_string(
+    tmp_path: Path, environ: dict[str, str], port: int, window: float
+) -> None:
+    path = write(
+        tmp_path,
+        '[services.s]\nimage = "img"\nport = "${PORT:-8080}"\nhang-window = "${HANG:-5}"\n',
+    )
+    spec = load(path, environ).services["s"].spec
+    assert (spec.port, spec.health.hang_window) == (port, window)
+
+
+def test_an_interpolated_number_that_is_not_one_names_what_it_read(tmp_path: Path) -> None:
+    text = '[services.web]\nimage = "img"\nport = "${PORT}"\n'
+    assert error_of(tmp_path, text, {"PORT": "http"}) == (
+        "reuseport.toml:3: services.web.port: must be an integer, got 'http' from '${PORT}'"
+    )
+    # A plain string is still the wrong type: only an interpolation is read as a number.
+    assert "must be an integer" in error_of(tmp_path, '[services.web]\nimage = "i"\nport = "80"\n')
+
+
+@pytest.mark.parametrize(
+    ("value", "environ", "said"),
+    [
+        ("${DB:?set DB to the database URL}", {}, "variable DB is not set or empty: set DB to"),
+        ("${DB:?}", {"DB": ""}, "variable DB is not set or empty: required"),
+        ("${DB?no DB}", {}, "variable DB is not set: no DB"),
+    ],
+)
+def test_question_mark_references_fail_with_the_files_message(
+    value: str, environ: dict[str, str], said: str
+) -> None:
+    from reuseport.interpolate import InterpolationError, interpolate
+
+    with pytest.raises(InterpolationError, match=said.replace("?", r"\?")):
+        interpolate(value, environ)
+
+
+def test_question_mark_references_give_the_value_when_set() -> None:
+    from reuseport.interpolate import interpolate
+
+    assert interpolate("${DB:?x}", {"DB": "pg"}) == "pg"
+    assert interpolate("${DB?x}", {"DB": ""}) == ""
