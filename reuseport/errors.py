@@ -7,7 +7,7 @@ exit code (``exit_code``) so scripts can tell failures apart.
     ReuseportError
     ├── InvalidSpec (2)            a value is malformed or out of range
     │   └── ConfigFileError (2)    ... in a project file: ``FILE:LINE: KEY: what is wrong``
-    ├── EngineError (3)            EngineUnavailable, ImageMissing
+    ├── EngineError (3)            EngineUnavailable, ImageMissing, SwarmUnavailable
     ├── SteeringUnavailable (3)
     ├── ServiceNotFound (4)
     ├── PortConflict (5)           PortBusy, UidMismatch, ReusePortMissing
@@ -80,6 +80,10 @@ class EngineUnavailable(EngineError):
 
 class ImageMissing(EngineError):
     """The image is not present locally (reuseport never pulls)."""
+
+
+class SwarmUnavailable(EngineError):
+    """``engine = "swarm"`` on a Docker engine that is not a manager of an active swarm."""
 
 
 class SteeringUnavailable(ReuseportError):

@@ -31,6 +31,10 @@ NONCE = f"{PREFIX}.nonce"
 
 ROLE_REPLICA = "replica"
 ROLE_SUPERVISOR = "supervisor"
+# Docker Swarm (reuseport.swarm): the Swarm service, and each task's container. Swarm names
+# and owns its containers; ours is the service, owned when its name is its SERVICE label.
+ROLE_SWARM_SERVICE = "swarm-service"
+ROLE_SWARM_TASK = "swarm-task"
 SUPERVISOR_NAME_PREFIX = "reuseport-supervisor"
 # Containers created before the nonce label existed: their name ends in 6 hex digits.
 _LEGACY_NONCE = re.compile(r"^[0-9a-f]{6}$")
@@ -121,3 +125,29 @@ def int_label(labels: Mapping[str, str], key: str, default: int = 0) -> int:
         return int(labels.get(key, default))
     except (TypeError, ValueError):
         return default
+
+
+def swarm_service_labels(service: str, spec_hash: str, spec_json: str) -> dict[str, str]:
+    """A Swarm service's labels; ``spec_json``: the REDACTED spec."""
+    return {
+        MANAGED: "1",
+        SERVICE: service,
+        ROLE: ROLE_SWARM_SERVICE,
+        SPEC_HASH: spec_hash,
+        SPEC: spec_json,
+    }
+
+
+def swarm_task_labels(service: str, spec_hash: str) -> dict[str, str]:
+    """The labels of each task's container (Swarm adds its own ``com.docker.swarm.*``)."""
+    return {MANAGED: "1", SERVICE: service, ROLE: ROLE_SWARM_TASK, SPEC_HASH: spec_hash}
+
+
+def is_owned_swarm_service(labels: Mapping[str, str] | None, name: str) -> bool:
+    """Whether the Swarm service ``name`` with these labels is one reuseport created."""
+    return (
+        labels is not None
+        and labels.get(MANAGED) == "1"
+        and labels.get(ROLE) == ROLE_SWARM_SERVICE
+        and labels.get(SERVICE) == name
+    )

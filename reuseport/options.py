@@ -51,6 +51,8 @@ def build_spec(
     max_surge: int = 1,
     max_unavailable: int = 0,
     min_ready: float = 0.0,
+    engine: str = "docker",
+    max_per_node: int | None = None,
 ) -> ServiceSpec:
     """The spec these options describe; :class:`InvalidSpec` (with the option's ``key``)
     for the first bad value. ``env`` is already parsed (``spec.parse_env``): sorted pairs.
@@ -80,6 +82,8 @@ def build_spec(
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
         balance=balance,
+        engine=engine,
+        max_per_node=max_per_node,
     )
 
 
@@ -114,6 +118,8 @@ def spec_options(spec: ServiceSpec) -> dict[str, object]:
         "max-surge": rollout.max_surge,
         "max-unavailable": rollout.max_unavailable,
         "min-ready": rollout.min_ready_s,
+        "engine": spec.engine,
+        "max-per-node": spec.max_per_node,
     }
 
 

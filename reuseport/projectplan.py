@@ -6,7 +6,8 @@ variables by name, never their values):
 
 - not up (or up with nothing supervising it): ``create`` (`up -d`, adopting what runs);
 - the same template, count and settings: ``no-op`` (restarts nothing);
-- a different port: ``refused`` (the port cannot move under its clients);
+- a different port or engine: ``refused`` (the port cannot move under its clients, and a
+  service does not move between engines while it runs);
 - a different template (image, env, user, cpus, health port): ``rollout`` under the
   file's rollout policy, then a scale when the count differs too;
 - only the count: ``scale``; only supervisor settings (balance, health, backoff, ...):
@@ -24,7 +25,9 @@ from reuseport.spec import TEMPLATE_FIELDS, HealthPolicy, ServiceSpec, differenc
 Action = Literal["create", "no-op", "scale", "rollout", "settings", "refused"]
 # Every field the supervisor reads live: neither the template nor the count.
 SETTINGS_FIELDS = tuple(
-    f.name for f in fields(ServiceSpec) if f.name not in ("name", "replicas", *TEMPLATE_FIELDS)
+    f.name
+    for f in fields(ServiceSpec)
+    if f.name not in ("name", "replicas", "engine", *TEMPLATE_FIELDS)
 )
 # Read only when a supervisor starts: a change is stored, and said to wait for a restart.
 AT_SUPERVISOR_START = ("metrics_port", "metrics_addr")
@@ -84,6 +87,17 @@ def plan(running: ServiceSpec | None, wanted: ServiceSpec, supervised: bool = Tr
                 f"port: {running.port} -> {wanted.port}: the port cannot change under a "
                 f"running service (its clients use {running.port}); run `reuseport down "
                 f"{wanted.name}` and `up` again to move it",
+            ),
+        )
+    if running.engine != wanted.engine:
+        return ServicePlan(
+            wanted.name,
+            "refused",
+            wanted,
+            running,
+            (
+                f"engine: {running.engine} -> {wanted.engine}: a service cannot move between "
+                f"engines while it runs; run `reuseport down {wanted.name}` and `up` again",
             ),
         )
     template = differences(running, wanted)

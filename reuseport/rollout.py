@@ -63,7 +63,7 @@ def history(store: StateStore, name: str, reveal: bool = False) -> list[dict[str
         spec = store.load_spec(name)
         if spec is None:
             raise ServiceNotFound(f"no service named {name!r} is up (see `reuseport ps`)")
-        revisions = [_revision(1, spec, "deployed")]
+        revisions = [new_revision(1, spec, "deployed")]
     if reveal:
         return revisions
     return [
@@ -72,7 +72,7 @@ def history(store: StateStore, name: str, reveal: bool = False) -> list[dict[str
     ]
 
 
-def _revision(number: int, spec: ServiceSpec, result: str) -> dict[str, Any]:
+def new_revision(number: int, spec: ServiceSpec, result: str) -> dict[str, Any]:
     return {
         "revision": number,
         "image": spec.image,
@@ -137,7 +137,7 @@ def rollout(
     checked()
     revisions = history(store, target.name)
     number = max(r["revision"] for r in revisions) + 1
-    revisions.append(_revision(number, target, "in progress"))
+    revisions.append(new_revision(number, target, "in progress"))
     store.save_history(target.name, revisions)
 
     started = time.monotonic()
@@ -148,7 +148,7 @@ def rollout(
     try:
         failure = _wait(target, engine, store, started + timeout_s, deaths, progress)
     except KeyboardInterrupt:
-        _record(store, target.name, number, "in progress (watch interrupted)")
+        record(store, target.name, number, "in progress (watch interrupted)")
         raise RolloutInterrupted(
             f"stopped watching; the supervisor goes on rolling {target.name!r} out to "
             f"{target.image} (`reuseport rollout {target.name} --undo` goes back)"
@@ -165,14 +165,14 @@ def rollout(
 
     previous = store.update_spec(target.name, lambda live: replace(current, replicas=live.replicas))
     back = _wait(previous, engine, store, time.monotonic() + timeout_s, None, progress)
-    _record(store, target.name, number, f"rolled back: {failure}")
+    record(store, target.name, number, f"rolled back: {failure}")
     state = "rolled back to" if back is None else "rolling back to"
     raise RolloutFailed(
         f"rollout of {target.name!r} to {target.image} failed: {failure}; {state} {current.image}"
     )
 
 
-def _record(store: StateStore, name: str, number: int, result: str) -> None:
+def record(store: StateStore, name: str, number: int, result: str) -> None:
     revisions = store.load_history(name)
     for entry in revisions:
         if entry["revision"] == number:

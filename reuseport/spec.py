@@ -161,6 +161,7 @@ class HealthPolicy:
 
 
 BALANCES = ("round-robin", "least-conn", "hash")
+ENGINES = ("docker", "swarm")
 MIN_CPUS = 0.01  # Docker's smallest --cpus (a 1 ms quota per 100 ms period)
 # Round-robin where the kernel lets the supervisor steer, else the hash (said once).
 DEFAULT_BALANCE = "round-robin"
@@ -187,9 +188,14 @@ class ServiceSpec:
     # Each replica's CPU limit in CPUs (docker run --cpus: a CFS quota per 100 ms period),
     # as production containers have; None: no limit.
     cpus: float | None = None
+    # Who runs the replicas: this machine's Docker engine under our supervisor, or Docker
+    # Swarm (reuseport.swarm) as a host-network service, at most max_per_node per node.
+    engine: str = "docker"
+    max_per_node: int | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.name)
+        self._check_engine()
         if self.balance not in BALANCES:
             raise invalid("balance", f"must be one of {', '.join(BALANCES)}, got {self.balance!r}")
         if not self.image or any(c.isspace() for c in self.image):
@@ -218,6 +224,23 @@ class ServiceSpec:
                     f"{key} is reserved: reuseport sets {key} itself",
                     f"-e {key}=... is reserved: reuseport sets {key} itself",
                 )
+
+    def _check_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise invalid("engine", f"must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.max_per_node is not None:
+            if self.engine != "swarm":
+                raise invalid("max-per-node", "goes with engine swarm (one machine: no nodes)")
+            if not 1 <= self.max_per_node <= MAX_REPLICAS:
+                raise invalid(
+                    "max-per-node", f"must be between 1 and {MAX_REPLICAS}, got {self.max_per_node}"
+                )
+        if self.engine == "swarm" and self.health.port_base is not None:
+            # Swarm gives every task the same env: no per-replica HEALTH_PORT to check.
+            raise invalid(
+                "health-port-base",
+                "cannot go with engine swarm (tasks share one env); use health-cmd",
+            )
 
     def _check_health_ports(self) -> None:
         ports = self.health.port_range(self.replicas, self.rollout.max_surge)

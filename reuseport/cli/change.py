@@ -9,7 +9,7 @@ import typer
 from reuseport import engine as engines
 from reuseport import rollout as rollouts
 from reuseport import service
-from reuseport.cli import project
+from reuseport.cli import project, swarm_commands
 from reuseport.cli._common import (
     MigrateReq,
     ProjectFileOpt,
@@ -44,6 +44,9 @@ def scale(
     """
     validate_replicas(replicas)
     store = store_at(state_dir)
+    if swarm_commands.is_swarm(store, validate_name(name)):
+        swarm_commands.scale(name, replicas, store, wait, timeout)
+        return
     engine = engines.connect()
     before = store.load_spec(validate_name(name))
     if before is not None and replicas < before.replicas:
@@ -109,6 +112,9 @@ def rollout(
         undo=undo,
     )
     positive_seconds("timeout", timeout)
+    if current.engine == "swarm":
+        swarm_commands.rollout(target, store, timeout)
+        return
     engine = engines.connect()
     service.require_supervisor(engine, store, name)
     with err.status(f"rolling {name} out to {target.image}") as status:
@@ -157,6 +163,9 @@ def down(
         raise InvalidSpec("down takes one NAME (several go with a project file: -f FILE)")
     name = targets[0]
     store = store_at(state_dir)
+    if swarm_commands.is_swarm(store, validate_name(name)):
+        swarm_commands.down(name, store)
+        return
     engine = engines.connect()
     with err.status(f"taking {name} down"):
         count = service.down(validate_name(name), engine, store, notify=say)

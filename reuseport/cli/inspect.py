@@ -17,7 +17,7 @@ from reuseport import __version__, service
 from reuseport import engine as engines
 from reuseport import logs as logs_mod
 from reuseport import rollout as rollouts
-from reuseport.cli import project
+from reuseport.cli import project, swarm_commands
 from reuseport.cli._common import (
     ProjectFileLong,
     ProjectFileOpt,
@@ -33,6 +33,7 @@ from reuseport.render import checklist, service_table, statuses_json
 from reuseport.spec import validate_name
 from reuseport.status import ServiceStatus
 from reuseport.store import StateStore
+from reuseport.swarm.render import swarm_rows, swarm_table
 
 
 @app.command()
@@ -58,17 +59,23 @@ def ps(
         names = [validate_name(name)]
     else:
         names = in_file if in_file is not None else service.service_names(engine, store)
-    statuses = _statuses(names, engine, store)
-    if name and not statuses[0].replicas and statuses[0].desired is None:
+    on_swarm = [n for n in names if swarm_commands.is_swarm(store, n)]
+    statuses = _statuses([n for n in names if n not in on_swarm], engine, store)
+    if name and not on_swarm and not statuses[0].replicas and statuses[0].desired is None:
         raise service.ServiceNotFound(f"no service named {name!r}")
+    swarm_views = swarm_commands.views(on_swarm, store) if on_swarm else []
     now = time.time()
     if as_json:
-        print(statuses_json(statuses, now))
+        rows = json.loads(statuses_json(statuses, now))
+        rows += [row for seen in swarm_views for row in swarm_rows(seen)]
+        print(json.dumps(rows, indent=2))
         return
-    if not statuses:
+    if not statuses and not swarm_views:
         err.print("no services (start one with `reuseport up IMAGE`)")
     for status in statuses:
         out.print(service_table(status, now))
+    for seen in swarm_views:
+        out.print(swarm_table(seen))
 
 
 @app.command()
@@ -138,6 +145,10 @@ def logs(
     if tail != "all" and not tail.isdigit():
         raise InvalidSpec(f"--tail must be a number or 'all', got {tail!r}")
     names = _named_or_from_file(name, file, "--file FILE")
+    if len(names) == 1 and swarm_commands.is_swarm(store_at(None), names[0]):
+        # Swarm merges its tasks' logs itself, each line prefixed with its task.
+        swarm_commands.logs(names[0], follow, int(tail) if tail.isdigit() else "all")
+        return
     engine = engines.connect()
     logs_mod.show(
         engine,

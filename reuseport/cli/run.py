@@ -12,7 +12,7 @@ from rich.live import Live
 
 from reuseport import detached, service
 from reuseport import engine as engines
-from reuseport.cli import project
+from reuseport.cli import project, swarm_commands
 from reuseport.cli._common import (
     ProjectFileOpt,
     StateDir,
@@ -160,6 +160,19 @@ def up(
             "line saying so) or hash (the kernel's 4-tuple hash, over every listener).",
         ),
     ] = DEFAULT_BALANCE,
+    engine_name: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="Who runs the replicas: docker (this machine, under reuseport's supervisor) "
+            "or swarm (a Docker Swarm service in the host network; this engine must be a "
+            "swarm manager).",
+        ),
+    ] = "docker",
+    max_per_node: Annotated[
+        int | None,
+        typer.Option("--max-per-node", help="With --engine swarm: at most this many per node."),
+    ] = None,
     file: ProjectFileOpt = None,
     dry_run: Annotated[
         bool,
@@ -222,9 +235,15 @@ def up(
         health_retries=health_retries,
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
+        engine=engine_name,
+        max_per_node=max_per_node,
     )
     positive_seconds("ready-timeout", ready_timeout)
     store = store_at(state_dir)
+    if spec.engine == "swarm":
+        # Swarm keeps the service running: `up` returns once every task listens.
+        swarm_commands.up(spec, store, ready_timeout)
+        return
     engine = engines.connect()
     stop = stop_on_signals()
     with err.status(

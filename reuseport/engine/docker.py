@@ -36,7 +36,7 @@ SUPERVISOR_SOCKET_DIR = "/run/reuseport-engine"  # inside the supervisor contain
 START_HINT = "start one with `scripts/ensure-docker` (or `systemctl start docker`)"
 
 
-def _translated(method: Callable[P, T]) -> Callable[P, T]:
+def translated(method: Callable[P, T]) -> Callable[P, T]:
     """Turn any leftover docker/requests failure into the error tree (one line at the CLI)."""
 
     @functools.wraps(method)
@@ -57,7 +57,7 @@ def _where() -> str:
     return os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
 
 
-def _client() -> docker.DockerClient:
+def client_from_env() -> docker.DockerClient:
     try:
         # No version= pin: docker-py negotiates with whatever engine answers.
         # A connection per parallel creation (apply.CREATE_PARALLELISM) and health check.
@@ -76,7 +76,7 @@ class DockerEngine:
 
     @classmethod
     def from_env(cls) -> DockerEngine:
-        engine = cls(_client())
+        engine = cls(client_from_env())
         engine.ping()
         return engine
 
@@ -90,7 +90,7 @@ class DockerEngine:
                 f"no Docker engine answers at {_where()}: {START_HINT}"
             ) from exc
 
-    @_translated
+    @translated
     def require_image(self, ref: str) -> None:
         try:
             self._api.inspect_image(ref)
@@ -102,11 +102,11 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise EngineError(f"cannot inspect image {ref!r}: {exc.explanation}") from exc
 
-    @_translated
+    @translated
     def image_user(self, ref: str) -> str:
         return self._api.inspect_image(ref).get("Config", {}).get("User") or ""
 
-    @_translated
+    @translated
     def resolve_user(self, ref: str, user: str) -> int | None:
         """The numeric uid ``user`` (``name`` or ``uid[:gid]``) maps to in ``ref``, if known."""
         name = user.split(":", 1)[0]
@@ -139,7 +139,7 @@ class DockerEngine:
 
     # -- replicas ------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def replicas(self, service: str | None = None) -> list[Replica]:
         found = []
         listed = self._list(service, labels.ROLE_REPLICA)
@@ -185,7 +185,7 @@ class DockerEngine:
         else:
             self._inspected[summary["Id"]] = (listing_key(summary), data)
 
-    @_translated
+    @translated
     def create_replica(
         self, spec: ServiceSpec, index: int, restarts: int, health_port: int | None = None
     ) -> str:
@@ -227,7 +227,7 @@ class DockerEngine:
             raise EngineError(f"cannot start replica {index}: {exc.explanation}") from exc
         return container["Id"]
 
-    @_translated
+    @translated
     def exec_check(self, container_id: str, command: str, timeout: float) -> int:
         """Run ``command`` with /bin/sh inside the container; its exit code (like a Docker
         HEALTHCHECK CMD-SHELL). The caller enforces ``timeout``: an exec cannot be killed."""
@@ -239,7 +239,7 @@ class DockerEngine:
             raise EngineError(f"health command failed to run: {exc.explanation}") from exc
         return 255 if code is None else int(code)
 
-    @_translated
+    @translated
     def stop_replica(self, container_id: str, timeout: float) -> None:
         """Graceful stop (SIGTERM, SIGKILL after ``timeout``), then removal."""
         try:
@@ -250,7 +250,7 @@ class DockerEngine:
             pass  # already stopping or dead: the forced removal below settles it
         self.remove_replica(container_id)
 
-    @_translated
+    @translated
     def remove_replica(self, container_id: str) -> None:
         try:
             self._api.remove_container(container_id, force=True)
@@ -262,7 +262,7 @@ class DockerEngine:
                     f"cannot remove container {container_id[:12]}: {exc.explanation}"
                 ) from exc
 
-    @_translated
+    @translated
     def unpause_replica(self, container_id: str) -> None:
         try:
             self._api.unpause(container_id)
@@ -284,7 +284,7 @@ class DockerEngine:
         except docker.errors.NotFound:
             return iter(())
 
-    @_translated
+    @translated
     def last_log_lines(self, container_id: str, lines: int) -> list[str]:
         try:
             raw = self._api.logs(container_id, stream=False, tail=lines)
@@ -294,7 +294,7 @@ class DockerEngine:
 
     def events(self, service: str) -> Any:
         # Each stream gets its own client: a stream is closed from another thread.
-        client = _client()
+        client = client_from_env()
         return client.api.events(
             decode=True,
             filters={"type": "container", "label": labels.filters(service)},
@@ -302,7 +302,7 @@ class DockerEngine:
 
     # -- supervisors -----------------------------------------------------------------------
 
-    @_translated
+    @translated
     def supervisors(self, service: str | None = None) -> list[SupervisorInfo]:
         found = []
         for summary in self._list(service, labels.ROLE_SUPERVISOR):
@@ -318,7 +318,7 @@ class DockerEngine:
             )
         return found
 
-    @_translated
+    @translated
     def start_supervisor(self, spec: ServiceSpec, image: str, state_dir: str) -> str:
         socket_mount, docker_host = supervisor_socket_mount(_socket_path())
         nonce = labels.new_nonce()
@@ -379,7 +379,7 @@ class DockerEngine:
 
     # -- diagnostics -----------------------------------------------------------------------
 
-    @_translated
+    @translated
     def version(self) -> dict[str, str]:
         """Server version, its API version and where it answers (for `doctor`)."""
         info = self._api.version()

@@ -119,6 +119,7 @@ def test_the_settings_fields_are_neither_template_nor_count_nor_name() -> None:
         "metrics_port",
         "metrics_addr",
         "balance",
+        "max_per_node",  # a Swarm placement: Swarm moves tasks, reuseport restarts none
     }
 
 

@@ -1,0 +1,8 @@
+"""Docker Swarm as the engine (``engine = "swarm"``): the service is a Swarm service in the
+host network, so its tasks share the port on each node with SO_REUSEPORT.
+
+Swarm owns the count, the scheduling, restarts and rolling updates (start-first: a new
+task listens beside the old one, which a published port would forbid); reuseport maps its
+spec onto Swarm's (``params``), drives it through the Engine API (``engine``) and reads
+the kernel to prove what listens (``service``).
+"""

@@ -1,0 +1,102 @@
+"""`ps` of a Swarm-run service: its tasks grouped by node, with the kernel's word where it
+was read (this node) and "unchecked" where it was not (other nodes: no agent yet)."""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from reuseport.swarm.service import SwarmView, TaskRow
+
+
+def swarm_table(seen: SwarmView) -> Group:
+    spec = seen.spec
+    ready = seen.ready
+    update = f"  update: {seen.update}" if seen.update else ""
+    header = Text.assemble(
+        (spec.name, "bold"),
+        f"  :{spec.port}  ",
+        (f"{ready}/{spec.replicas} ready", "green" if ready == spec.replicas else "yellow"),
+        f"  engine: swarm{update}",
+        f"  max per node: {spec.max_per_node}" if spec.max_per_node else "",
+    )
+    parts: list[Text | Table] = [header]
+    rows = sorted(seen.rows, key=lambda r: (r.node_name, r.task.slot))
+    for node_name, on_node in groupby(rows, key=lambda r: r.node_name):
+        listed = list(on_node)
+        node = listed[0].node
+        here = " (this node)" if node and node.is_self else ""
+        state = f", {node.state}, {node.availability}" if node else ""
+        parts.append(Text(f"node {node_name}{here}{state}: {len(listed)} tasks", style="bold"))
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("SLOT", "TASK", "CONTAINER", "STATE", "LISTENING", "PID", "CONNS"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("IMAGE", no_wrap=True)
+        table.add_column("NOTE")
+        for row in listed:
+            task = row.task
+            table.add_row(
+                str(task.slot),
+                task.id[:12],
+                task.container_id[:12] or "-",
+                Text(task.state, style="green" if task.running else "yellow"),
+                _listening(row),
+                str(task.pid) if task.pid and row.listening is not None else "-",
+                str(row.connections) if row.connections is not None else "-",
+                task.image,
+                task.error or (task.message if not task.running else ""),
+            )
+        parts.append(table)
+    if not seen.rows:
+        parts.append(Text("no tasks", style="yellow"))
+    for failed in seen.failures:
+        parts.append(Text(f"! slot {failed.slot}: {failed.error}", style="yellow"))
+    for foreign in seen.foreign:
+        parts.append(
+            Text(
+                f"! foreign listener on :{spec.port}: {foreign.describe()} is not a task; "
+                "with SO_REUSEPORT and the same uid it takes a share of the connections",
+                style="bold red",
+            )
+        )
+    return Group(*parts)
+
+
+def _listening(row: TaskRow) -> Text:
+    if row.listening is None:
+        return Text("unchecked", style="dim") if row.task.running else Text("-")
+    return Text("yes", style="green") if row.listening else Text("no", style="red")
+
+
+def swarm_rows(seen: SwarmView) -> list[dict[str, Any]]:
+    """`ps --json` rows, shaped like the docker engine's (``replica`` is the task slot)."""
+    spec = seen.spec
+    service = {
+        "engine": "swarm",
+        "desired": spec.replicas,
+        "ready": seen.ready,
+        "port": spec.port,
+        "update": seen.update or None,
+        "foreign_listeners": len(seen.foreign),
+    }
+    return [
+        {
+            "service": spec.name,
+            "replica": row.task.slot,
+            "task_id": row.task.id,
+            "node": row.node_name,
+            "container_id": row.task.container_id or None,
+            "state": row.task.state,
+            "listening": row.listening,  # null: on another node, not read
+            "pid": row.task.pid or None,
+            "connections": row.connections,
+            "image": row.task.image,
+            "error": row.task.error or None,
+            **service,
+        }
+        for row in seen.rows
+    ]
