@@ -18,6 +18,7 @@ from reuseport.projectplan import ServicePlan, plan, with_settings
 from reuseport.spec import ServiceSpec
 from reuseport.store import StateStore
 from reuseport.supervisor import Notify
+from reuseport.swarm import fileapply
 
 if TYPE_CHECKING:  # the loader imports what `up` builds specs with; this needs only the type
     from reuseport.projectfile import ServiceEntry
@@ -33,13 +34,16 @@ class Outcome:
 def plans(entries: Sequence[ServiceEntry], engine: Engine, store: StateStore) -> list[ServicePlan]:
     """The plan of each entry against what the store holds and who supervises it."""
     return [
-        plan(
-            store.load_spec(entry.spec.name),
-            entry.spec,
-            service.is_supervised(engine, store, entry.spec.name),
-        )
+        plan(store.load_spec(entry.spec.name), entry.spec, _supervised(entry.spec, engine, store))
         for entry in entries
     ]
+
+
+def _supervised(spec: ServiceSpec, engine: Engine, store: StateStore) -> bool:
+    stored = store.load_spec(spec.name)
+    if stored is not None and stored.engine == "swarm":
+        return fileapply.is_running(spec.name)  # Swarm supervises its own services
+    return service.is_supervised(engine, store, spec.name)
 
 
 def apply(
@@ -56,6 +60,10 @@ def apply(
     try:
         if decided.action == "refused":
             return refusal(decided)
+        if wanted.engine == "swarm":
+            ready, rollout = entry.ready_timeout, entry.rollout_timeout
+            fileapply.apply(decided, ready, rollout, store, progress)
+            return Outcome(name, None, _ready(wanted, f"{decided.action} (swarm)"))
         if decided.action == "create":
             service.start(
                 wanted,
@@ -145,6 +153,11 @@ def down(
     for entry in entries:
         name = entry.spec.name
         try:
+            stored = store.load_spec(name)
+            if stored is not None and stored.engine == "swarm":
+                count = fileapply.down(name, store)
+                outcomes.append(Outcome(name, None, f"{name}: removed {count} Swarm tasks"))
+                continue
             count = service.down(name, engine, store, notify)
             outcomes.append(Outcome(name, None, f"{name}: stopped and removed {count} replicas"))
         except ServiceNotFound:

@@ -53,7 +53,8 @@ class ServicePlan:
         """One line: ``web: rollout (image: a:1 -> a:2; replicas: 2 -> 3)``."""
         headline = {
             "create": f"create {_count(self.wanted.replicas)} of {self.wanted.image} "
-            f"on port {self.wanted.port}",
+            f"on port {self.wanted.port}"
+            + (" (a Swarm service)" if self.wanted.engine == "swarm" else ""),
             "no-op": "unchanged, nothing to do (nothing restarts)",
             "scale": "scale",
             "rollout": "rolling update",

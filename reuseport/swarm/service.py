@@ -143,10 +143,14 @@ def wait_ready(
         if seen.converged(spec_hash):
             return seen
         if time.monotonic() > deadline:
-            said = seen.failures[0].error if seen.failures else seen.update_message
+            # Why, in Swarm's words: a task it cannot place (pending, "no suitable node"),
+            # one that failed, or the update's state.
+            stuck = [r.task.error for r in seen.rows if r.task.error and not r.task.running]
+            failed = [t.error for t in seen.failures]
+            said = next(iter(stuck + failed), seen.update_message)
             raise ReplicaFailed(
-                f"{spec.name}: {seen.ready}/{spec.replicas} tasks ready on port {spec.port} "
-                f"after {timeout_s:g}s" + (f"; Swarm says: {said}" if said else "")
+                f"{seen.ready}/{spec.replicas} tasks ready on port {spec.port} after "
+                f"{timeout_s:g}s" + (f"; Swarm says: {said}" if said else "")
             )
         time.sleep(POLL_S)
 
@@ -173,8 +177,8 @@ def up(spec: ServiceSpec, engine: SwarmEngine, store: StateStore) -> bool:
             )
         store.save_spec(spec)
         return False
-    store.save_spec(spec)
     engine.create(spec)
+    store.save_spec(spec)
     return True
 
 

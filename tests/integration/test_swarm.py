@@ -1,0 +1,165 @@
+"""engine = swarm on a real one-node Docker Swarm: the service comes up in the host network
+with every task proven listening by the kernel, a killed task is healed by Swarm and `ps`
+shows it, a scale and a start-first rollout under load lose no request, and `down` leaves
+no service, task container or state behind.
+
+The swarm is this engine's, made for the test when it is not in one (and left after, with
+the `docker_gwbridge` network the leave keeps); an engine already in a swarm is used as it
+is and left in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from reuseport import labels
+from reuseport.kernel import sockets as kernel
+from tests.integration.conftest import Service, wait_for
+from tests.integration.load import Load
+
+V1, V2 = "reuseport-demo:v1", "reuseport-demo:v2"
+
+
+@pytest.fixture
+def swarm(docker_client: docker.DockerClient) -> Iterator[None]:
+    state = (docker_client.info().get("Swarm") or {}).get("LocalNodeState")
+    made = state == "inactive"
+    if made:
+        docker_client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+    elif state != "active":
+        pytest.fail(f"this engine's swarm state is {state!r}; expected inactive or active")
+    try:
+        yield
+    finally:
+        if made:
+            docker_client.swarm.leave(force=True)
+            with contextlib.suppress(docker.errors.NotFound):
+                docker_client.networks.get("docker_gwbridge").remove()
+
+
+def listening_rows(service: Service) -> dict[int, dict[str, object]]:
+    return {row["replica"]: row for row in service.ps() if row["listening"] is True}
+
+
+def task_containers(service: Service) -> list[object]:
+    return service.containers(role=labels.ROLE_SWARM_TASK)
+
+
+@pytest.mark.timeout(600)
+def test_a_swarm_service_listens_heals_scales_rolls_out_and_goes_down_clean(
+    swarm: None, service: Service, migrate_req: None
+) -> None:
+    up = service.cli(*service.up_args("--engine", "swarm", replicas=2, image=V1), timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "engine: swarm" in up.stdout + up.stderr
+    rows = service.ps()
+    assert sorted(row["replica"] for row in rows) == [1, 2]
+    assert all(row["engine"] == "swarm" and row["listening"] is True for row in rows), rows
+    assert len(kernel.listening_inodes(service.port)) == 2  # the kernel's own count
+    assert all(row["state"] == "running" and row["pid"] for row in rows)
+
+    # A task's process killed from the host: Swarm starts a successor in the same slot,
+    # and ps shows it listening (a new task, a new pid).
+    victim = next(row for row in rows if row["replica"] == 1)
+    os.kill(int(str(victim["pid"])), signal.SIGKILL)
+    wait_for(
+        lambda: (
+            (now := listening_rows(service)).keys() == {1, 2}
+            and now[1]["task_id"] != victim["task_id"]
+        ),
+        timeout=90,
+        interval=0.5,
+        what="slot 1 healed by Swarm and listening",
+    )
+
+    scaled = service.cli("scale", service.name, "3", timeout=120)
+    assert scaled.returncode == 0, scaled.stderr
+    assert listening_rows(service).keys() == {1, 2, 3}
+
+    with Load(service.port) as load:
+        wait_for(lambda: load.requests > 50, timeout=15, what="load running")
+        rolled = service.cli(
+            "rollout", service.name, "--image", V2, "--min-ready", "1", timeout=300
+        )
+        wait_for(lambda: load.last_versions[-5:] == ["2"] * 5, timeout=15, what="v2 answering")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert load.failures == [], load.failures[:5]
+    assert load.versions["1"] > 0 and load.versions["2"] > 0
+    after = service.ps()
+    assert {row["image"] for row in after} == {V2} and len(after) == 3
+    history = service.cli("history", service.name)
+    assert V2 in history.stdout and "complete" in history.stdout, history.stdout
+
+    down = service.cli("down", service.name, timeout=180)
+    assert down.returncode == 0, down.stderr
+    assert not task_containers(service)
+    assert not [s for s in service.client.services.list() if s.name == service.name]
+    assert not kernel.listening_inodes(service.port)
+    assert service.cli("ps", service.name).returncode == 4  # no such service any more
+
+
+def test_swarm_engine_on_an_engine_outside_a_swarm_is_one_line(
+    docker_client: docker.DockerClient, service: Service
+) -> None:
+    if (docker_client.info().get("Swarm") or {}).get("LocalNodeState") != "inactive":
+        pytest.fail("this engine is in a swarm: the test needs one that is not")
+    up = service.cli(*service.up_args("--engine", "swarm"))
+    assert up.returncode == 3, up.stderr
+    assert "not in a swarm" in up.stderr and "docker swarm init" in up.stderr
+    assert "Traceback" not in up.stderr and len(up.stderr.strip().splitlines()) == 1
+    assert service.cli("ps", service.name).returncode == 4  # nothing stored
+
+
+@pytest.mark.timeout(600)
+def test_a_file_with_engine_swarm_applies_scales_in_place_and_honours_the_per_node_maximum(
+    swarm: None, service: Service, tmp_path: Path
+) -> None:
+    path = tmp_path / "reuseport.toml"
+
+    def write(replicas: int, ready_timeout: int = 120) -> None:
+        path.write_text(
+            f'[services.{service.name}]\nimage = "{V1}"\nreplicas = {replicas}\n'
+            f'port = {service.port}\nengine = "swarm"\nmax-per-node = 2\n'
+            f"ready-timeout = {ready_timeout}\n"
+        )
+
+    def up() -> subprocess.CompletedProcess[str]:
+        return service.cli("up", "-f", str(path), timeout=240)
+
+    write(replicas=1)
+    created = up()
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert "(a Swarm service)" in created.stdout, created.stdout
+    assert "create (swarm)" in created.stdout + created.stderr
+    first = listening_rows(service)
+    assert first.keys() == {1}
+
+    write(replicas=2)  # a scale: Swarm adds slot 2 and leaves slot 1's task alone
+    scaled = up()
+    assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+    assert "scale (replicas: 1 -> 2)" in scaled.stdout, scaled.stdout
+    now = listening_rows(service)
+    assert now.keys() == {1, 2} and now[1]["task_id"] == first[1]["task_id"]
+    again = up()
+    assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout
+
+    # One node, at most 2 per node: a third task cannot be placed, and `up` says why.
+    write(replicas=3, ready_timeout=8)
+    refused = up()
+    assert refused.returncode == 7, refused.stdout + refused.stderr
+    assert "2/3 tasks ready" in refused.stdout + refused.stderr
+    assert "max replicas per node" in (refused.stdout + refused.stderr).lower()
+
+    down = service.cli("down", "-f", str(path), timeout=180)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not task_containers(service)
+    assert not kernel.listening_inodes(service.port)
