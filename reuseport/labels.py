@@ -28,6 +28,7 @@ SPEC = f"{PREFIX}.spec"
 RESTARTS = f"{PREFIX}.restarts"
 HEALTH_PORT = f"{PREFIX}.health-port"
 NONCE = f"{PREFIX}.nonce"
+WATCH = f"{PREFIX}.watch"  # a Swarm task's port and windows, for the node agent
 
 ROLE_REPLICA = "replica"
 ROLE_SUPERVISOR = "supervisor"
@@ -35,6 +36,7 @@ ROLE_SUPERVISOR = "supervisor"
 # and owns its containers; ours is the service, owned when its name is its SERVICE label.
 ROLE_SWARM_SERVICE = "swarm-service"
 ROLE_SWARM_TASK = "swarm-task"
+ROLE_SWARM_AGENT = "swarm-agent"  # the node agent's global service (reuseport.swarm.agent)
 SUPERVISOR_NAME_PREFIX = "reuseport-supervisor"
 # Containers created before the nonce label existed: their name ends in 6 hex digits.
 _LEGACY_NONCE = re.compile(r"^[0-9a-f]{6}$")
@@ -138,9 +140,16 @@ def swarm_service_labels(service: str, spec_hash: str, spec_json: str) -> dict[s
     }
 
 
-def swarm_task_labels(service: str, spec_hash: str) -> dict[str, str]:
-    """The labels of each task's container (Swarm adds its own ``com.docker.swarm.*``)."""
-    return {MANAGED: "1", SERVICE: service, ROLE: ROLE_SWARM_TASK, SPEC_HASH: spec_hash}
+def swarm_task_labels(service: str, spec_hash: str, watch_json: str) -> dict[str, str]:
+    """The labels of each task's container (Swarm adds its own ``com.docker.swarm.*``);
+    ``watch_json``: what the node agent watches it by (``swarm.agent.Watch``)."""
+    return {
+        MANAGED: "1",
+        SERVICE: service,
+        ROLE: ROLE_SWARM_TASK,
+        SPEC_HASH: spec_hash,
+        WATCH: watch_json,
+    }
 
 
 def is_owned_swarm_service(labels: Mapping[str, str] | None, name: str) -> bool:

@@ -351,3 +351,13 @@ def supervise(
     finally:
         stop_metrics()
         supervisor.release()
+
+
+@app.command(hidden=True)
+def agent() -> None:
+    """The Swarm node agent (run by the reuseport-agent global service on every node)."""
+    from reuseport.swarm import agent as node_agent
+    from reuseport.swarm.engine import SwarmEngine
+
+    stop = stop_on_signals()
+    node_agent.run(SwarmEngine.from_env(), stop.wait, lambda line: print(line, flush=True))

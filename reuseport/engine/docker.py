@@ -320,7 +320,7 @@ class DockerEngine:
 
     @translated
     def start_supervisor(self, spec: ServiceSpec, image: str, state_dir: str) -> str:
-        socket_mount, docker_host = supervisor_socket_mount(_socket_path())
+        socket_mount, docker_host = supervisor_socket_mount(socket_path())
         nonce = labels.new_nonce()
         host_config = self._api.create_host_config(
             network_mode="host",
@@ -390,7 +390,7 @@ class DockerEngine:
         }
 
 
-def _socket_path() -> str:
+def socket_path() -> str:
     host = os.environ.get("DOCKER_HOST", "")
     return host.removeprefix("unix://") if host.startswith("unix://") else DEFAULT_SOCKET
 

@@ -6,6 +6,10 @@
 
 Pure reads. Processes that vanish mid-scan, or whose fds we may not read, are skipped
 silently.
+
+``{proc}`` defaults to ``PROC``: ``/proc``, or ``$REUSEPORT_HOST_PROC`` where the host's
+/proc is mounted elsewhere (the Swarm node agent: a Swarm service cannot join the host's
+pid namespace, so it reads the host's processes through a read-only mount of its /proc).
 """
 
 from __future__ import annotations
@@ -13,13 +17,23 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["all_pids", "comm", "container_id_of", "process_tree", "socket_fds", "socket_inodes"]
+PROC = os.environ.get("REUSEPORT_HOST_PROC") or "/proc"
+
+__all__ = [
+    "PROC",
+    "all_pids",
+    "comm",
+    "container_id_of",
+    "process_tree",
+    "socket_fds",
+    "socket_inodes",
+]
 
 
 # --------------------------------------------------------------------------- fd scans
 
 
-def socket_fds(pid: int, proc: str = "/proc") -> dict[int, int]:
+def socket_fds(pid: int, proc: str = PROC) -> dict[int, int]:
     """``inode -> fd number`` of every socket process ``pid`` holds (empty if unreadable)."""
     fd_dir = f"{proc}/{pid}/fd"
     found: dict[int, int] = {}
@@ -37,12 +51,12 @@ def socket_fds(pid: int, proc: str = "/proc") -> dict[int, int]:
     return found
 
 
-def socket_inodes(pid: int, proc: str = "/proc") -> set[int]:
+def socket_inodes(pid: int, proc: str = PROC) -> set[int]:
     """Inodes of every socket process ``pid`` holds an fd to (empty if unreadable)."""
     return set(socket_fds(pid, proc))
 
 
-def all_pids(proc: str = "/proc") -> list[int]:
+def all_pids(proc: str = PROC) -> list[int]:
     try:
         return [int(n) for n in os.listdir(proc) if n.isdigit()]
     except OSError:
@@ -57,7 +71,7 @@ def _read_small(path: str) -> str | None:
         return None
 
 
-def comm(pid: int, proc: str = "/proc") -> str | None:
+def comm(pid: int, proc: str = PROC) -> str | None:
     """The program name of ``pid``, None if it is gone."""
     text = _read_small(f"{proc}/{pid}/comm")
     if text is None:
@@ -74,7 +88,7 @@ _DOCKER_ID = re.compile(r"(?:/docker/|docker-)([0-9a-f]{64})(?![0-9a-f])")
 _ANY_ID = re.compile(r"(?<![0-9a-f])([0-9a-f]{64})(?![0-9a-f])")
 
 
-def container_id_of(pid: int, proc: str = "/proc") -> str | None:
+def container_id_of(pid: int, proc: str = PROC) -> str | None:
     """The 64-hex Docker container id of ``pid`` from ``{proc}/PID/cgroup``, else None.
 
     Understands cgroupfs paths (``/docker/<id>``), the systemd driver
@@ -128,7 +142,7 @@ def _children_via_task(pid: int, proc: str) -> list[int] | None:
     return children
 
 
-def process_tree(root_pid: int, proc: str = "/proc") -> list[int]:
+def process_tree(root_pid: int, proc: str = PROC) -> list[int]:
     """``root_pid`` followed by all its descendants (breadth first).
 
     Empty if the root is gone; descendants that vanish during the walk are skipped.

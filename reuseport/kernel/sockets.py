@@ -200,6 +200,7 @@ def listeners(port: int, proc: str = "/proc") -> list[Listener]:
     sockets = listening_inodes(port, proc)
     if not sockets:
         return []
+    proc = _processes(proc)
     owners: dict[int, list[int]] = {inode: [] for inode in sockets}
     for pid in processes.all_pids(proc):
         for inode in processes.socket_inodes(pid, proc) & sockets.keys():
@@ -238,4 +239,11 @@ def pids_listening(port: int, pids: Iterable[int], proc: str = "/proc") -> set[i
     sockets = listening_inodes(port, proc)
     if not sockets:
         return set()
+    proc = _processes(proc)
     return {pid for pid in set(pids) if processes.socket_inodes(pid, proc) & sockets.keys()}
+
+
+def _processes(proc: str) -> str:
+    """Where processes are read for ``proc``: the default /proc means processes.PROC (the
+    host's, where it is mounted elsewhere); the sockets are this network namespace's."""
+    return processes.PROC if proc == "/proc" else proc

@@ -3,6 +3,8 @@ tasks and the nodes, as small records. Nothing here decides; ``swarm.service`` d
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,10 +13,10 @@ import docker
 import docker.errors
 
 from reuseport import labels
-from reuseport.engine.docker import client_from_env, translated
+from reuseport.engine.docker import client_from_env, socket_path, translated
 from reuseport.errors import EngineError, ServiceNotFound, SwarmUnavailable
 from reuseport.spec import ServiceSpec
-from reuseport.swarm.params import service_params
+from reuseport.swarm.params import AGENT_SERVICE, agent_params, service_params
 
 INIT_HINT = (
     "make this engine a swarm manager first: `docker swarm init --advertise-addr 127.0.0.1` "
@@ -184,6 +186,84 @@ class SwarmEngine:
         found = self.inspect(name)
         if found is None:
             raise ServiceNotFound(f"no Swarm service named {name!r} (see `reuseport ps`)")
+        return found
+
+    # -- the node agent (swarm.agent) ---------------------------------------------------------
+
+    @translated
+    def ensure_agent(self, image: str) -> bool:
+        """Start the node agents' global service unless it runs; True when started."""
+        if self._agent() is not None:
+            return False
+        self.require_image(image)
+        socket = os.path.realpath(socket_path())
+        params = agent_params(image, os.path.dirname(socket), os.path.basename(socket))
+        self._api.create_service(**params)
+        return True
+
+    @translated
+    def remove_agent(self) -> bool:
+        found = self._agent()
+        if found is None:
+            return False
+        try:
+            self._api.remove_service(found["ID"])
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    @translated
+    def agent_lines(self, tail: int = 100) -> list[str]:
+        """The agents' latest output lines (``tail`` per agent), through Swarm's logs."""
+        found = self._agent()
+        if found is None:
+            return []
+        chunks = self._api.service_logs(found["ID"], stdout=True, stderr=False, tail=tail)
+        text = b"".join(chunks).decode("utf-8", "replace")
+        return text.splitlines()
+
+    # What an agent reads and does on its own node, through the local engine.
+
+    @translated
+    def node_identity(self) -> dict[str, str]:
+        info = self._api.info()
+        return {
+            "node_id": (info.get("Swarm") or {}).get("NodeID", ""),
+            "hostname": info.get("Name", ""),
+        }
+
+    @translated
+    def local_task_ids(self) -> list[str]:
+        """This node's running task containers of reuseport services (one list call)."""
+        found = self._api.containers(
+            filters={"label": labels.filters(role=labels.ROLE_SWARM_TASK), "status": "running"}
+        )
+        return [c["Id"] for c in found]
+
+    @translated
+    def inspect_container(self, container_id: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = self._api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        return data
+
+    @translated
+    def kill(self, container_id: str) -> None:
+        # Gone or already stopping: Swarm replaces it either way.
+        with contextlib.suppress(docker.errors.APIError):
+            self._api.kill(container_id)
+
+    def _agent(self) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self._api.inspect_service(AGENT_SERVICE)
+        except docker.errors.NotFound:
+            return None
+        spec = found.get("Spec") or {}
+        if (spec.get("Labels") or {}).get(labels.ROLE) != labels.ROLE_SWARM_AGENT:
+            raise EngineError(
+                f"a Swarm service named {AGENT_SERVICE!r} exists and is not reuseport's agent"
+            )
         return found
 
     # -- tasks and nodes -------------------------------------------------------------------

@@ -33,8 +33,11 @@ from docker.types import (
 
 from reuseport import labels
 from reuseport.spec import ServiceSpec
+from reuseport.swarm.watch import Watch
 
 NANO = 1_000_000_000
+AGENT_SERVICE = "reuseport-agent"
+AGENT_SOCKET_DIR = "/run/reuseport-engine"  # inside the agent's container
 # Swarm's own default monitor: how long after its start a task's failure fails the update.
 DEFAULT_MONITOR_S = 5.0
 
@@ -76,7 +79,9 @@ def task_template(spec: ServiceSpec) -> TaskTemplate:
         env=[f"{key}={value}" for key, value in sorted(env.items())],
         user=spec.user,
         # Secret-free: the hash of the redacted spec names the template, never its values.
-        labels=labels.swarm_task_labels(spec.name, spec.redacted().spec_hash()),
+        labels=labels.swarm_task_labels(
+            spec.name, spec.redacted().spec_hash(), Watch.of(spec).to_json()
+        ),
         stop_grace_period=ns(spec.stop_timeout),
         init=True,  # signals reach the app, and a Python app gets SIGTERM's default
         healthcheck=healthcheck,
@@ -108,3 +113,45 @@ def update_config(spec: ServiceSpec, failure_action: str) -> UpdateConfig:
         max_failure_ratio=0,
         order="start-first" if start_first else "stop-first",
     )
+
+
+def agent_params(image: str, socket_dir: str, socket_name: str) -> dict[str, Any]:
+    """The node agent's global service (``swarm.agent``): one task per node, host network,
+    the host's /proc read-only (a Swarm service cannot share the host's pid namespace) and
+    the engine's socket directory, not recursively (see engine.docker's supervisor mount).
+    SYS_PTRACE reads other processes' fd tables; NET_ADMIN closes a hung task's listener."""
+    container = ContainerSpec(
+        image=image,
+        args=["agent"],
+        env=[
+            "REUSEPORT_HOST_PROC=/host/proc",
+            f"DOCKER_HOST=unix://{AGENT_SOCKET_DIR}/{socket_name}",
+        ],
+        labels={labels.MANAGED: "1", labels.ROLE: labels.ROLE_SWARM_AGENT},
+        mounts=[
+            {"Type": "bind", "Source": "/proc", "Target": "/host/proc", "ReadOnly": True},
+            {
+                "Type": "bind",
+                "Source": socket_dir,
+                "Target": AGENT_SOCKET_DIR,
+                "BindOptions": {"NonRecursive": True},
+            },
+        ],
+        init=True,
+        cap_add=["SYS_PTRACE", "NET_ADMIN"],
+        stop_grace_period=ns(5),
+    )
+    return {
+        "name": AGENT_SERVICE,
+        "task_template": TaskTemplate(
+            container_spec=container,
+            restart_policy=RestartPolicy(condition="any", delay=ns(1)),
+            networks=["host"],
+        ),
+        "labels": {
+            labels.MANAGED: "1",
+            labels.ROLE: labels.ROLE_SWARM_AGENT,
+            labels.SERVICE: AGENT_SERVICE,
+        },
+        "mode": ServiceMode("global"),
+    }

@@ -1,5 +1,6 @@
-"""`ps` of a Swarm-run service: its tasks grouped by node, with the kernel's word where it
-was read (this node) and "unchecked" where it was not (other nodes: no agent yet)."""
+"""`ps` of a Swarm-run service: its tasks grouped by node, with the kernel's word (read here
+for this node, from the node agents for the others; "unchecked" where none is fresh) and
+each agent's verdict."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def swarm_table(seen: SwarmView) -> Group:
         state = f", {node.state}, {node.availability}" if node else ""
         parts.append(Text(f"node {node_name}{here}{state}: {len(listed)} tasks", style="bold"))
         table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("SLOT", "TASK", "CONTAINER", "STATE", "LISTENING", "PID", "CONNS"):
+        for column in ("SLOT", "TASK", "CONTAINER", "STATE", "LISTENING", "VERDICT", "PID"):
             table.add_column(column, no_wrap=True)
+        table.add_column("CONNS", no_wrap=True)
         table.add_column("IMAGE", no_wrap=True)
         table.add_column("NOTE")
         for row in listed:
@@ -45,10 +47,11 @@ def swarm_table(seen: SwarmView) -> Group:
                 task.container_id[:12] or "-",
                 Text(task.state, style="green" if task.running else "yellow"),
                 _listening(row),
-                str(task.pid) if task.pid and row.listening is not None else "-",
+                _verdict(row.verdict),
+                str(row.pid) if row.pid else "-",
                 str(row.connections) if row.connections is not None else "-",
                 task.image,
-                task.error or (task.message if not task.running else ""),
+                row.reason or task.error or (task.message if not task.running else ""),
             )
         parts.append(table)
     if not seen.rows:
@@ -64,6 +67,12 @@ def swarm_table(seen: SwarmView) -> Group:
             )
         )
     return Group(*parts)
+
+
+def _verdict(verdict: str | None) -> Text:
+    if verdict is None:
+        return Text("-", style="dim")
+    return Text(verdict, style="green" if verdict == "ready" else "yellow")
 
 
 def _listening(row: TaskRow) -> Text:
@@ -92,10 +101,12 @@ def swarm_rows(seen: SwarmView) -> list[dict[str, Any]]:
             "container_id": row.task.container_id or None,
             "state": row.task.state,
             "listening": row.listening,  # null: on another node, not read
-            "pid": row.task.pid or None,
+            "pid": row.pid or None,  # this node's tasks only: the listener's process
             "connections": row.connections,
             "image": row.task.image,
             "error": row.task.error or None,
+            "verdict": row.verdict,  # the node agent's; null: no fresh finding
+            "reason": row.reason or None,
             **service,
         }
         for row in seen.rows

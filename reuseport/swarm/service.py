@@ -1,10 +1,11 @@
-"""Operations on a Swarm-run service, and the kernel's view of its tasks on this node.
+"""Operations on a Swarm-run service, and the kernel's view of its tasks.
 
 Swarm schedules, restarts and rolls; what it cannot tell is whether a running task really
 listens on the port. So every wait here ends on the kernel, not on Swarm's "running":
-each of this node's tasks must hold a LISTEN socket on the port (the same attribution as
-the docker engine's replicas, ``kernel.attribution``). Tasks on other nodes are shown as
-Swarm reports them, marked unchecked: reading their kernels is the node agent's job.
+each task must hold a LISTEN socket on the port (the attribution the docker engine's
+supervisor uses, ``kernel.attribution``): read here for this node's tasks, and for the
+other nodes' from their node agents' findings (``swarm.agent``), which also say whether
+a task is hung. A task no fresh finding covers is shown and counted as unchecked.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from reuseport import labels
 from reuseport import rollout as rollouts
@@ -26,9 +28,11 @@ from reuseport.kernel import attribution
 from reuseport.kernel.attribution import ForeignListener
 from reuseport.spec import ServiceSpec
 from reuseport.store import StateStore
+from reuseport.swarm import agent
 from reuseport.swarm.engine import Node, SwarmEngine, Task
 
 POLL_S = 0.25
+AGENT_IMAGE = "reuseport:latest"  # the tool's own image, as the docker engine's supervisor
 # Failed, rejected or orphaned tasks are kept by Swarm as history; shown while recent.
 TERMINAL = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
 
@@ -39,8 +43,11 @@ class TaskRow:
 
     task: Task
     node: Node | None
-    listening: bool | None  # None: on another node, not read (no agent there yet)
+    listening: bool | None  # None: on another node, and no agent finding for it
     connections: int | None = None
+    verdict: str | None = None  # the node agent's (ready, starting, hung, ...); None: none
+    reason: str = ""
+    pid: int = 0  # here: the host pid of the process holding its listener (the app, not init)
 
     @property
     def node_name(self) -> str:
@@ -91,22 +98,42 @@ def view(name: str, engine: SwarmEngine, store: StateStore) -> SwarmView:
     current = sorted((t for t in tasks if t.current), key=lambda t: (t.slot, t.id))
     here = [t for t in current if t.running and nodes.get(t.node_id, _NOWHERE).is_self]
     seen = attribution.observe(spec.port, [_as_replica(name, t) for t in here])
+    findings = agent_findings(engine) if current else {}
     rows = []
     for task in current:
         node = nodes.get(task.node_id)
-        local = node is not None and node.is_self
-        if not local:
+        found = findings.get(task.node_id, {}).get(task.container_id) if task.running else None
+        verdict, reason = (found["verdict"], found["reason"]) if found else (None, "")
+        if node is not None and node.is_self:
+            # This node: the kernel read now, the agent's verdict (hung, ...) beside it.
+            sockets = seen.replicas.get(task.container_id)
+            held = sockets is not None and bool(sockets.listeners)
+            count = len(sockets.connections) if sockets else 0
+            pid = sockets.pid if sockets and held else task.pid
+            rows.append(TaskRow(task, node, held, count, verdict, reason, pid))
+        elif found:
+            rows.append(
+                TaskRow(task, node, found["listening"], found["connections"], verdict, reason)
+            )
+        else:
             rows.append(TaskRow(task, node, listening=None))
-            continue
-        sockets = seen.replicas.get(task.container_id)
-        held = sockets is not None and bool(sockets.listeners)
-        rows.append(TaskRow(task, node, held, len(sockets.connections) if sockets else 0))
     failures = [t for t in tasks if t.state in ("failed", "rejected") and t.error]
     status = engine.update_status(name)
     return SwarmView(spec, rows, status.state, status.message, seen.foreign, failures[:3])
 
 
 _NOWHERE = Node("", "", "", "", "", "", False)
+AGENT_FRESH_S = 3 * agent.HEARTBEAT_S  # an older findings line is no longer believed
+
+
+def agent_findings(engine: SwarmEngine) -> dict[str, dict[str, dict[str, Any]]]:
+    """node id -> container id -> its agent's finding, from each agent's fresh line."""
+    now = time.time()
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for node, line in agent.parse_findings(engine.agent_lines()).items():
+        if now - float(line.get("at", 0)) <= AGENT_FRESH_S:
+            found[node] = {task["container_id"]: task for task in line.get("tasks", [])}
+    return found
 
 
 def _as_replica(service: str, task: Task) -> Replica:
@@ -159,6 +186,7 @@ def up(spec: ServiceSpec, engine: SwarmEngine, store: StateStore) -> bool:
     """Create the Swarm service (True), or find it already running this spec (False)."""
     engine.require_manager()
     engine.require_image(spec.image)
+    engine.ensure_agent(AGENT_IMAGE)
     stored = store.load_spec(spec.name)
     if stored is not None and stored.engine != "swarm":
         raise SpecConflict(
@@ -250,6 +278,8 @@ def down(name: str, engine: SwarmEngine, store: StateStore, timeout_s: float = 1
             break
         time.sleep(POLL_S)
     store.forget(name)
+    if not engine.services():  # the last of ours: the node agents go too
+        engine.remove_agent()
     return count
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import psutil
 import pytest
 
 from reuseport import labels
@@ -27,6 +28,7 @@ from tests.integration.conftest import Service, wait_for
 from tests.integration.load import Load
 
 V1, V2 = "reuseport-demo:v1", "reuseport-demo:v2"
+AGENT = "reuseport-agent"
 
 
 @pytest.fixture
@@ -58,9 +60,19 @@ def task_containers(service: Service) -> list[object]:
 def test_a_swarm_service_listens_heals_scales_rolls_out_and_goes_down_clean(
     swarm: None, service: Service, migrate_req: None
 ) -> None:
-    up = service.cli(*service.up_args("--engine", "swarm", replicas=2, image=V1), timeout=180)
+    up_args = service.up_args("--engine", "swarm", "--hang-window", "2", replicas=2, image=V1)
+    up = service.cli(*up_args, timeout=180)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "engine: swarm" in up.stdout + up.stderr
+    agents = [s for s in service.client.services.list() if s.name == AGENT]
+    assert len(agents) == 1 and agents[0].attrs["Spec"]["Mode"] == {"Global": {}}
+    # The node agent reports every task: its verdict is in ps (read through Swarm's logs).
+    wait_for(
+        lambda: [row["verdict"] for row in service.ps()] == ["ready", "ready"],
+        timeout=60,
+        interval=0.5,
+        what="the node agent's verdicts",
+    )
     rows = service.ps()
     assert sorted(row["replica"] for row in rows) == [1, 2]
     assert all(row["engine"] == "swarm" and row["listening"] is True for row in rows), rows
@@ -80,6 +92,24 @@ def test_a_swarm_service_listens_heals_scales_rolls_out_and_goes_down_clean(
         interval=0.5,
         what="slot 1 healed by Swarm and listening",
     )
+
+    # A hung task (SIGSTOP) under load: the agent sees its queue stop moving for the hang
+    # window, closes its listener and kills it; Swarm starts a successor in its slot.
+    hung = listening_rows(service)[2]
+    with Load(service.port) as load:
+        wait_for(lambda: load.requests > 20, timeout=15, what="load running")
+        os.kill(int(str(hung["pid"])), signal.SIGSTOP)
+        wait_for(
+            lambda: (
+                (now := listening_rows(service)).keys() == {1, 2}
+                and now[2]["task_id"] != hung["task_id"]
+            ),
+            timeout=90,
+            interval=0.5,
+            what="the hung task in slot 2 replaced",
+        )
+    assert not psutil.pid_exists(int(str(hung["pid"])))
+    assert load.requests > 100
 
     scaled = service.cli("scale", service.name, "3", timeout=120)
     assert scaled.returncode == 0, scaled.stderr
@@ -105,6 +135,21 @@ def test_a_swarm_service_listens_heals_scales_rolls_out_and_goes_down_clean(
     assert not [s for s in service.client.services.list() if s.name == service.name]
     assert not kernel.listening_inodes(service.port)
     assert service.cli("ps", service.name).returncode == 4  # no such service any more
+    # The last of our Swarm services: the node agents went with it.
+    wait_for(
+        lambda: not [s for s in service.client.services.list() if s.name == AGENT],
+        timeout=30,
+        what="the agent service removed",
+    )
+    wait_for(
+        lambda: (
+            not service.client.containers.list(
+                all=True, filters={"label": f"{labels.ROLE}={labels.ROLE_SWARM_AGENT}"}
+            )
+        ),
+        timeout=60,
+        what="the agent's containers gone",
+    )
 
 
 def test_swarm_engine_on_an_engine_outside_a_swarm_is_one_line(

@@ -116,3 +116,18 @@ def test_a_file_cannot_move_a_running_service_between_engines() -> None:
     decided = plan(running, swarm_spec(replicas=2))
     assert decided.action == "refused"
     assert "engine: docker -> swarm" in decided.reasons[0]
+
+
+def test_a_count_or_rollout_policy_change_leaves_the_task_template_alone() -> None:
+    # Swarm rolls every task when the template differs: a scale must not.
+    before = service_params(swarm_spec(replicas=2))["task_template"]
+    after = service_params(swarm_spec(replicas=5, max_surge=2, min_ready=3.0, balance="hash"))
+    assert after["task_template"] == before
+
+
+def test_what_the_node_agent_watches_is_in_each_tasks_labels() -> None:
+    from reuseport.swarm.watch import Watch
+
+    spec = swarm_spec(port=9000, hang_window=2.0, start_timeout=30.0)
+    task_labels = service_params(spec)["task_template"]["ContainerSpec"]["Labels"]
+    assert Watch.from_json(task_labels[labels.WATCH]) == Watch("shop", 9000, 2.0, 30.0)

@@ -1,0 +1,263 @@
+"""The node agent: reuseport's kernel view on every node of a swarm.
+
+One task per node (a global Swarm service of the tool's image, ``reuseport agent``, in the
+host network, with the host's /proc mounted read-only at /host/proc and the engine's
+socket directory). Every pass it lists this node's tasks of every reuseport service from
+the local engine, reads their sockets from the kernel (the attribution the supervisor
+uses) and judges each task the way the supervisor judges a replica:
+
+- ``starting``: running, not listening yet, within its start timeout;
+- ``never-listened``: not listening after its start timeout;
+- ``hung``: connections left in its accept queue for the hang window (``liveness``);
+- ``ready`` otherwise.
+
+A never-listened or hung task is ended: its listeners are closed first (sock_diag
+SOCK_DESTROY: the kernel stops routing new connections to it at once, and with
+``tcp_migrate_req=1`` moves its queue to the others), then its container is killed, and
+Swarm's restart policy schedules a successor in its slot.
+
+Its findings leave as one JSON line on stdout (on a change, else every ``HEARTBEAT_S``):
+`ps` reads the latest line per node through `docker service logs`, which Swarm carries
+over its own mutually authenticated, encrypted channels. So the agent listens on nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from reuseport import labels, liveness
+from reuseport.engine.base import Replica
+from reuseport.kernel import attribution, destroy
+from reuseport.kernel.attribution import ReplicaSockets
+from reuseport.swarm.engine import SwarmEngine
+from reuseport.swarm.watch import Watch
+
+MARK = "reuseport_agent"  # the key that tells a findings line from any other output
+PASS_S = 0.5
+HEARTBEAT_S = 5.0
+
+READY, STARTING, SUSPECT, HUNG, NEVER = "ready", "starting", "suspect", "hung", "never-listened"
+
+
+@dataclass(frozen=True)
+class LocalTask:
+    """A running task container on this node, from the local engine."""
+
+    container_id: str
+    task_id: str
+    slot: int
+    pid: int
+    started_at: float  # epoch seconds
+    watch: Watch  # what its labels say to watch (labels.swarm_task_labels)
+
+
+@dataclass(frozen=True)
+class TaskFinding:
+    container_id: str
+    task_id: str
+    service: str
+    slot: int
+    listening: bool
+    accept_queue: int
+    backlog: int
+    connections: int
+    verdict: str
+    reason: str = ""
+
+
+def judge_task(
+    task: LocalTask, sockets: ReplicaSockets | None, stall: liveness.Stall | None, now: float
+) -> tuple[str, str]:
+    """(verdict, why) of one task from one reading (pure)."""
+    watch = task.watch
+    if sockets is None or not sockets.listeners:
+        waited = now - task.started_at
+        if waited > watch.start_timeout:
+            return NEVER, f"not listening on port {watch.port} after {waited:.0f}s"
+        return STARTING, ""
+    why = liveness.hung(stall, watch.hang_window, now)
+    if why:
+        return HUNG, why
+    return (SUSPECT, "") if stall is not None else (READY, "")
+
+
+def task_from_inspect(data: dict[str, Any]) -> LocalTask | None:
+    """A task container's record, or None when it is not a running reuseport task."""
+    config_labels = (data.get("Config") or {}).get("Labels") or {}
+    state = data.get("State") or {}
+    if config_labels.get(labels.ROLE) != labels.ROLE_SWARM_TASK or not state.get("Running"):
+        return None
+    watch = Watch.from_json(config_labels.get(labels.WATCH, ""))
+    if watch is None:
+        return None
+    return LocalTask(
+        container_id=data["Id"],
+        task_id=config_labels.get("com.docker.swarm.task.id", ""),
+        slot=_slot(config_labels.get("com.docker.swarm.task.name", "")),
+        pid=int(state.get("Pid") or 0),
+        started_at=_epoch(state.get("StartedAt", "")),
+        watch=watch,
+    )
+
+
+def _slot(task_name: str) -> int:
+    # SERVICE.SLOT.TASKID
+    parts = task_name.rsplit(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+
+
+def _epoch(stamp: str) -> float:
+    if not stamp or stamp.startswith("0001-"):
+        return time.time()
+    # Docker's RFC 3339 with nanoseconds: keep microseconds for fromisoformat.
+    head, _, rest = stamp.partition(".")
+    fraction = "".join(c for c in rest if c.isdigit())[:6]
+    zone = "+00:00" if stamp.endswith("Z") else rest[len(rest.rstrip("+-:0123456789")) :]
+    return datetime.fromisoformat(f"{head}.{fraction or '0'}{zone or '+00:00'}").timestamp()
+
+
+def _as_replica(task: LocalTask) -> Replica:
+    return Replica(
+        id=task.container_id,
+        name=task.task_id,
+        service=task.watch.service,
+        index=task.slot,
+        state="running",
+        pid=task.pid,
+        image="",
+        spec_hash="",
+        spec_json="",
+        restarts=0,
+        started_at=task.started_at,
+    )
+
+
+class NodeAgent:
+    """One node's passes: list, read, judge, end what is hung or never listened, report."""
+
+    def __init__(
+        self,
+        list_tasks: Callable[[], list[LocalTask]],
+        kill: Callable[[str], None],
+        node: dict[str, str],
+        write: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+        observe: Callable[..., attribution.PortObservation] = attribution.observe,
+        close_listener: Callable[[int, int], bool] = destroy.close_listener,
+    ) -> None:
+        self._list_tasks = list_tasks
+        self._kill = kill
+        self._node = node
+        self._write = write
+        self._clock = clock
+        self._observe = observe
+        self._close_listener = close_listener
+        self._stalls: dict[str, liveness.Stall] = {}
+        self._ended: set[str] = set()
+        self._last_line: tuple[object, ...] | None = None
+        self._last_write = 0.0
+
+    def pass_once(self) -> list[TaskFinding]:
+        now = self._clock()
+        tasks = [t for t in self._list_tasks() if t.container_id not in self._ended]
+        findings: list[TaskFinding] = []
+        by_port: dict[int, list[LocalTask]] = {}
+        for task in tasks:
+            by_port.setdefault(task.watch.port, []).append(task)
+        for port, on_port in by_port.items():
+            seen = self._observe(port, [_as_replica(t) for t in on_port], foreign=False)
+            for task in on_port:
+                sockets = seen.replicas.get(task.container_id)
+                stall = liveness.advance(self._stalls.get(task.container_id), sockets, now)
+                if stall is None:
+                    self._stalls.pop(task.container_id, None)
+                else:
+                    self._stalls[task.container_id] = stall
+                verdict, why = judge_task(task, sockets, stall, now)
+                if verdict in (HUNG, NEVER):
+                    self._end(task, sockets)
+                findings.append(
+                    TaskFinding(
+                        task.container_id,
+                        task.task_id,
+                        task.watch.service,
+                        task.slot,
+                        bool(sockets and sockets.listeners),
+                        sockets.accept_queue if sockets else 0,
+                        sockets.backlog if sockets else 0,
+                        len(sockets.connections) if sockets else 0,
+                        verdict,
+                        why,
+                    )
+                )
+        live = {t.container_id for t in tasks}
+        self._stalls = {cid: s for cid, s in self._stalls.items() if cid in live}
+        self._report(findings, now)
+        return findings
+
+    def _end(self, task: LocalTask, sockets: ReplicaSockets | None) -> None:
+        """Close its listeners (no new connection reaches it), then kill it: Swarm
+        schedules the successor."""
+        for inode in sockets.listeners if sockets else ():
+            self._close_listener(task.watch.port, inode)
+        self._kill(task.container_id)
+        self._ended.add(task.container_id)
+
+    def _report(self, findings: list[TaskFinding], now: float) -> None:
+        shape = tuple(
+            (f.container_id, f.listening, f.verdict, f.accept_queue > 0) for f in findings
+        )
+        if shape == self._last_line and now - self._last_write < HEARTBEAT_S:
+            return
+        self._last_line, self._last_write = shape, now
+        line = {MARK: 1, **self._node, "at": round(now, 3)}
+        line["tasks"] = [asdict(f) for f in findings]
+        self._write(json.dumps(line, separators=(",", ":")))
+
+
+def parse_findings(lines: list[str]) -> dict[str, dict[str, Any]]:
+    """node id -> its agent's latest findings line, from `docker service logs` output."""
+    latest: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        start = line.find("{")
+        if start < 0 or MARK not in line:
+            continue
+        try:
+            found = json.loads(line[start:])
+        except ValueError:
+            continue
+        node = found.get("node_id")
+        if (
+            isinstance(found, dict)
+            and node
+            and found.get("at", 0) >= latest.get(node, {}).get("at", 0)
+        ):
+            latest[node] = found
+    return latest
+
+
+def run(engine: SwarmEngine, wait: Callable[[float], bool], write: Callable[[str], None]) -> None:
+    """Passes every ``PASS_S`` until ``wait`` says stop; a task container is inspected once
+    (its pid and start do not change while it runs), then only listed."""
+    known: dict[str, LocalTask | None] = {}
+
+    def list_tasks() -> list[LocalTask]:
+        ids = engine.local_task_ids()
+        for container_id in ids:
+            if container_id not in known:
+                data = engine.inspect_container(container_id)
+                known[container_id] = task_from_inspect(data) if data else None
+        for gone in set(known) - set(ids):
+            del known[gone]
+        return [task for task in known.values() if task is not None]
+
+    agent = NodeAgent(list_tasks, engine.kill, engine.node_identity(), write)
+    while True:
+        agent.pass_once()
+        if wait(PASS_S):
+            return

@@ -1,0 +1,41 @@
+"""What the node agent watches a Swarm task by, carried in the task container's ``WATCH``
+label (written by ``swarm.params``, read by ``swarm.agent``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from reuseport.spec import ServiceSpec
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What the agent needs of a task's spec, carried in its ``WATCH`` label: only these,
+    so that a count or a rollout policy change leaves the tasks' template alone."""
+
+    service: str
+    port: int
+    hang_window: float
+    start_timeout: float
+
+    @classmethod
+    def of(cls, spec: ServiceSpec) -> Watch:
+        health = spec.health
+        return cls(spec.name, spec.port, health.hang_window, health.start_timeout)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Watch | None:
+        try:
+            data = json.loads(text)
+            return cls(
+                str(data["service"]),
+                int(data["port"]),
+                float(data["hang_window"]),
+                float(data["start_timeout"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
