@@ -19,11 +19,8 @@ def is_swarm(store: StateStore, name: str) -> bool:
 
 
 def _progress_line(spec: ServiceSpec, seen: SwarmView) -> str:
-    unchecked = f" ({seen.unchecked} on other nodes, unchecked)" if seen.unchecked else ""
-    return (
-        f"{seen.listening + seen.unchecked}/{spec.replicas} tasks of {spec.name} ready on "
-        f"port {spec.port}{unchecked}"
-    )
+    unchecked = f" ({seen.unchecked} awaiting their node's agent)" if seen.unchecked else ""
+    return f"{seen.ready}/{spec.replicas} tasks of {spec.name} ready on port {spec.port}{unchecked}"
 
 
 def up(spec: ServiceSpec, store: StateStore, ready_timeout_s: float) -> None:

@@ -24,6 +24,7 @@ over its own mutually authenticated, encrypted channels. So the agent listens on
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -256,7 +257,28 @@ def run(engine: SwarmEngine, wait: Callable[[float], bool], write: Callable[[str
             del known[gone]
         return [task for task in known.values() if task is not None]
 
-    agent = NodeAgent(list_tasks, engine.kill, engine.node_identity(), write)
+    identity = engine.node_identity()
+    expected = os.environ.get("REUSEPORT_NODE_ID", "")  # Swarm's {{.Node.ID}}
+    while expected and identity["node_id"] != expected:
+        # Not this node's engine (its socket is elsewhere than the manager's): acting on
+        # another node's tasks from this kernel would kill healthy ones. Say so, do nothing.
+        write(
+            json.dumps(
+                {
+                    MARK: 1,
+                    "node_id": expected,
+                    "at": round(time.time(), 3),
+                    "error": f"the engine at {os.environ.get('DOCKER_HOST', '?')} is node "
+                    f"{identity['node_id'] or '(none)'}, not this one: give every node's "
+                    "engine its socket at the manager's path",
+                    "tasks": [],
+                }
+            )
+        )
+        if wait(HEARTBEAT_S):
+            return
+        identity = engine.node_identity()
+    agent = NodeAgent(list_tasks, engine.kill, identity, write)
     while True:
         agent.pass_once()
         if wait(PASS_S):

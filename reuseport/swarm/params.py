@@ -6,7 +6,9 @@
 - ``PORT`` and ``REPLICA`` (Swarm's task slot, ``{{.Task.Slot}}``: 1..N, kept by a
   task's successor) in the environment, as the docker engine gives them.
 - Rolling updates start-first (``max-surge`` tasks at a time beside the old ones), or
-  stop-first when ``max-surge`` is 0 (``max-unavailable`` at a time); ``min-ready`` seconds
+  stop-first when ``max-surge`` is 0 or a ``max-per-node`` is set (Swarm counts the new
+  task against it: a full node has no room), ``max-unavailable`` (at least 1) at a time;
+  ``min-ready`` seconds
   between batches; a task failing within the monitor window (at least 5 s) fails the
   update, which then rolls back by itself.
 - Restarts: always (any exit), after ``backoff-initial`` seconds; Swarm keeps that delay
@@ -102,9 +104,12 @@ def task_template(spec: ServiceSpec) -> TaskTemplate:
 
 def update_config(spec: ServiceSpec, failure_action: str) -> UpdateConfig:
     rollout = spec.rollout
-    start_first = rollout.max_surge > 0
+    # Start-first needs room for the new task beside the old on its node: Swarm counts both
+    # against the per-node maximum, so with one a full node would wait forever. Such a
+    # service rolls stop-first, a task at a time (its node's other tasks serve meanwhile).
+    start_first = rollout.max_surge > 0 and spec.max_per_node is None
     return UpdateConfig(
-        parallelism=rollout.max_surge if start_first else rollout.max_unavailable,
+        parallelism=rollout.max_surge if start_first else max(1, rollout.max_unavailable),
         # Swarm moves on once a new task runs (and is healthy, with a health-cmd): the
         # delay is min-ready's "ran this long", the monitor how long a failure still counts.
         delay=ns(rollout.min_ready_s),
@@ -125,6 +130,7 @@ def agent_params(image: str, socket_dir: str, socket_name: str) -> dict[str, Any
         args=["agent"],
         env=[
             "REUSEPORT_HOST_PROC=/host/proc",
+            "REUSEPORT_NODE_ID={{.Node.ID}}",  # to check it reached its own node's engine
             f"DOCKER_HOST=unix://{AGENT_SOCKET_DIR}/{socket_name}",
         ],
         labels={labels.MANAGED: "1", labels.ROLE: labels.ROLE_SWARM_AGENT},

@@ -26,13 +26,14 @@ def swarm_table(seen: SwarmView) -> Group:
         f"  max per node: {spec.max_per_node}" if spec.max_per_node else "",
     )
     parts: list[Text | Table] = [header]
-    rows = sorted(seen.rows, key=lambda r: (r.node_name, r.task.slot))
-    for node_name, on_node in groupby(rows, key=lambda r: r.node_name):
+    rows = sorted(seen.rows, key=lambda r: (r.node_name, r.task.node_id, r.task.slot))
+    for _, on_node in groupby(rows, key=lambda r: r.task.node_id):
         listed = list(on_node)
         node = listed[0].node
-        here = " (this node)" if node and node.is_self else ""
+        here = ", this node" if node and node.is_self else ""
         state = f", {node.state}, {node.availability}" if node else ""
-        parts.append(Text(f"node {node_name}{here}{state}: {len(listed)} tasks", style="bold"))
+        name = f"{listed[0].node_name} ({listed[0].task.node_id[:12]}{here}{state})"
+        parts.append(Text(f"node {name}: {len(listed)} tasks", style="bold"))
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("SLOT", "TASK", "CONTAINER", "STATE", "LISTENING", "VERDICT", "PID"):
             table.add_column(column, no_wrap=True)
@@ -56,6 +57,8 @@ def swarm_table(seen: SwarmView) -> Group:
         parts.append(table)
     if not seen.rows:
         parts.append(Text("no tasks", style="yellow"))
+    for problem in seen.agent_errors:
+        parts.append(Text(f"! {problem}", style="bold red"))
     for failed in seen.failures:
         parts.append(Text(f"! slot {failed.slot}: {failed.error}", style="yellow"))
     for foreign in seen.foreign:
@@ -98,6 +101,7 @@ def swarm_rows(seen: SwarmView) -> list[dict[str, Any]]:
             "replica": row.task.slot,
             "task_id": row.task.id,
             "node": row.node_name,
+            "node_id": row.task.node_id,
             "container_id": row.task.container_id or None,
             "state": row.task.state,
             "listening": row.listening,  # null: on another node, not read

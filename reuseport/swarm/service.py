@@ -62,6 +62,7 @@ class SwarmView:
     update_message: str = ""
     foreign: tuple[ForeignListener, ...] = ()
     failures: list[Task] = field(default_factory=list)  # recent failed tasks, newest first
+    agent_errors: list[str] = field(default_factory=list)  # what node agents could not do
 
     @property
     def running(self) -> int:
@@ -77,8 +78,9 @@ class SwarmView:
 
     @property
     def ready(self) -> int:
-        """Running tasks proven listening here, plus running ones elsewhere (unchecked)."""
-        return self.listening + self.unchecked
+        """Running tasks a kernel shows listening (this node's read here, the others' by
+        their node agents); an unchecked task is not ready yet."""
+        return sum(1 for r in self.rows if r.task.running and r.listening)
 
     def converged(self, spec_hash: str) -> bool:
         current = [r for r in self.rows if r.task.running]
@@ -98,7 +100,7 @@ def view(name: str, engine: SwarmEngine, store: StateStore) -> SwarmView:
     current = sorted((t for t in tasks if t.current), key=lambda t: (t.slot, t.id))
     here = [t for t in current if t.running and nodes.get(t.node_id, _NOWHERE).is_self]
     seen = attribution.observe(spec.port, [_as_replica(name, t) for t in here])
-    findings = agent_findings(engine) if current else {}
+    findings, agent_errors = agent_findings(engine) if current else ({}, [])
     rows = []
     for task in current:
         node = nodes.get(task.node_id)
@@ -119,21 +121,30 @@ def view(name: str, engine: SwarmEngine, store: StateStore) -> SwarmView:
             rows.append(TaskRow(task, node, listening=None))
     failures = [t for t in tasks if t.state in ("failed", "rejected") and t.error]
     status = engine.update_status(name)
-    return SwarmView(spec, rows, status.state, status.message, seen.foreign, failures[:3])
+    return SwarmView(
+        spec, rows, status.state, status.message, seen.foreign, failures[:3], agent_errors
+    )
 
 
 _NOWHERE = Node("", "", "", "", "", "", False)
 AGENT_FRESH_S = 3 * agent.HEARTBEAT_S  # an older findings line is no longer believed
 
 
-def agent_findings(engine: SwarmEngine) -> dict[str, dict[str, dict[str, Any]]]:
-    """node id -> container id -> its agent's finding, from each agent's fresh line."""
+def agent_findings(
+    engine: SwarmEngine,
+) -> tuple[dict[str, dict[str, dict[str, Any]]], list[str]]:
+    """(node id -> container id -> its agent's finding, the agents' errors), from each
+    agent's fresh line."""
     now = time.time()
     found: dict[str, dict[str, dict[str, Any]]] = {}
+    errors: list[str] = []
     for node, line in agent.parse_findings(engine.agent_lines()).items():
-        if now - float(line.get("at", 0)) <= AGENT_FRESH_S:
-            found[node] = {task["container_id"]: task for task in line.get("tasks", [])}
-    return found
+        if now - float(line.get("at", 0)) > AGENT_FRESH_S:
+            continue
+        if line.get("error"):
+            errors.append(f"agent on node {node[:12]}: {line['error']}")
+        found[node] = {task["container_id"]: task for task in line.get("tasks", [])}
+    return found, errors
 
 
 def _as_replica(service: str, task: Task) -> Replica:

@@ -14,6 +14,7 @@ import httpx
 @dataclass
 class Load:
     port: int
+    host: str = "127.0.0.1"  # loopback, or an address of a namespace the test made
     new_connection_clients: int = 2
     keep_alive_clients: int = 2
     requests: int = 0
@@ -39,7 +40,7 @@ class Load:
             thread.join(timeout=30)
 
     def _run(self, keep_alive: bool) -> None:
-        url = f"http://127.0.0.1:{self.port}/"
+        url = f"http://{self.host}:{self.port}/"
         limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
         headers = {} if keep_alive else {"Connection": "close"}
         with httpx.Client(timeout=10, limits=limits, headers=headers) as client:

@@ -131,3 +131,9 @@ def test_what_the_node_agent_watches_is_in_each_tasks_labels() -> None:
     spec = swarm_spec(port=9000, hang_window=2.0, start_timeout=30.0)
     task_labels = service_params(spec)["task_template"]["ContainerSpec"]["Labels"]
     assert Watch.from_json(task_labels[labels.WATCH]) == Watch("shop", 9000, 2.0, 30.0)
+
+
+def test_with_a_per_node_maximum_updates_stop_first_a_task_at_a_time() -> None:
+    # Swarm counts a start-first task against the maximum: a full node would never update.
+    update = service_params(swarm_spec(replicas=4, max_per_node=2))["update_config"]
+    assert update["Order"] == "stop-first" and update["Parallelism"] == 1

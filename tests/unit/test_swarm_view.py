@@ -44,10 +44,12 @@ def test_a_running_task_that_does_not_listen_is_not_ready() -> None:
     assert seen.ready == 2 and not seen.converged(HASH)
 
 
-def test_tasks_on_other_nodes_count_unchecked() -> None:
+def test_tasks_on_other_nodes_count_once_their_agent_says_they_listen() -> None:
     seen = SwarmView(SPEC, [row(1, True), row(2, None, THERE), row(3, None, THERE)])
-    assert (seen.listening, seen.unchecked, seen.ready) == (1, 2, 3)
-    assert seen.converged(HASH)
+    assert (seen.listening, seen.unchecked, seen.ready) == (1, 2, 1)
+    assert not seen.converged(HASH)  # not proven by any kernel yet
+    seen = SwarmView(SPEC, [row(1, True), row(2, True, THERE), row(3, True, THERE)])
+    assert seen.ready == 3 and seen.converged(HASH)
 
 
 def test_an_old_template_or_a_starting_task_is_not_converged() -> None:
