@@ -191,6 +191,13 @@ def doctor(
         typer.Option("--port", "-p", help="Also check who holds this TCP port, and as which uid."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    engine_name: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="docker, or swarm: also the swarm, its nodes and the node agents' reports.",
+        ),
+    ] = "docker",
 ) -> None:
     """Check this host for `up`: engine, kernel, sysctls, the port's holders, uids.
 
@@ -201,7 +208,16 @@ def doctor(
 
     if port is not None and not 1 <= port <= 65535:
         raise InvalidSpec(f"port must be between 1 and 65535, got {port}")
+    if engine_name not in ("docker", "swarm"):
+        raise InvalidSpec(f"--engine must be docker or swarm, got {engine_name!r}")
     findings = checkup.diagnose(port, connect=engines.connect)
+    if engine_name == "swarm" and not checkup.blocking(findings):
+        from reuseport.swarm import doctor as swarm_doctor
+        from reuseport.swarm.engine import SwarmEngine
+        from reuseport.swarm.service import AGENT_IMAGE
+
+        facts = swarm_doctor.read(SwarmEngine.from_env(), AGENT_IMAGE)
+        findings += swarm_doctor.diagnose(facts)
     if as_json:
         print(json.dumps(checkup.as_json(findings), indent=2))
     else:

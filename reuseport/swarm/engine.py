@@ -88,6 +88,16 @@ class SwarmEngine:
             )
 
     @translated
+    def swarm_state(self) -> tuple[str, bool]:
+        """(this engine's swarm state: inactive, active, ..., whether it is a manager)."""
+        swarm = self._api.info().get("Swarm") or {}
+        return swarm.get("LocalNodeState") or "inactive", bool(swarm.get("ControlAvailable"))
+
+    @translated
+    def agent_running(self) -> bool:
+        return self._agent() is not None
+
+    @translated
     def in_swarm(self) -> bool:
         swarm = self._api.info().get("Swarm") or {}
         return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
