@@ -9,29 +9,33 @@ wanted number of listeners on the port, none of them the faulted process (measur
 the kernels, the same for both setups), median of ``--rounds``:
 
 - a task's process SIGKILLed on node 2 (Swarm's restart policy heals both setups);
-- a task's process SIGSTOPped on node 2 (hung: plain Swarm, with no app health check,
-  never notices; the agent ends it after the hang window, 2 s here);
+- a task's process SIGSTOPped on node 2 while clients keep connecting to node 2 (hung:
+  plain Swarm, with no app health check, never notices; the agent ends it once its accept
+  queue has not moved for the hang window, 2 s here);
 - node 2 drained (Swarm moves its task; 2 tasks, one per node before).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import docker
+import httpx
 
 from loadtest.harness.cli import ReuseportCli
-from loadtest.harness.twonode import TwoNodes, two_node_swarm
+from loadtest.harness.twonode import NODE2_ADDR, TwoNodes, two_node_swarm
 from reuseport.options import build_spec
 from reuseport.swarm.engine import SwarmEngine
 
@@ -82,11 +86,39 @@ def _measure(nodes: TwoNodes, port: int, replicas_on_2: int) -> dict[str, float 
     found["task killed"] = _heal_time(nodes, port, 2, replicas_on_2, victim)
     _wait("node 2 whole", lambda: len(nodes.listeners(port, 2)) == replicas_on_2)
     victim = nodes.listeners(port, 2)[0]
-    os.kill(victim, signal.SIGSTOP)
-    found["task hung (SIGSTOP)"] = _heal_time(nodes, port, 2, replicas_on_2, victim)
-    os.kill(victim, signal.SIGKILL)  # plain Swarm's hung task: ended so the next round starts whole
+    # A hang shows only under traffic (connections left in its accept queue): clients keep
+    # coming to node 2, as an L4 balancer in front would send them.
+    with _clients(NODE2_ADDR, port):
+        os.kill(victim, signal.SIGSTOP)
+        found["task hung (SIGSTOP)"] = _heal_time(nodes, port, 2, replicas_on_2, victim)
+    # Plain Swarm's hung task is still there: ended, so the next round starts whole (the
+    # agent's is gone already).
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(victim, signal.SIGKILL)
     _wait("node 2 whole", lambda: len(nodes.listeners(port, 2)) == replicas_on_2, 60)
     return found
+
+
+@contextlib.contextmanager
+def _clients(host: str, port: int, per_second: float = 50) -> Iterator[None]:
+    """New connections to ``host:port`` from a thread, ``per_second``, until exit."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        with httpx.Client(timeout=1.0, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+            while not stop.wait(1 / per_second):
+                with contextlib.suppress(httpx.HTTPError):
+                    c.get(f"http://{host}:{port}/", headers={"Connection": "close"})
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
 
 
 def _drain(nodes: TwoNodes, port: int) -> float | None:
