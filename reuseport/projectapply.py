@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from reuseport import rollout as rollouts
 from reuseport import service
 from reuseport.engine.base import Engine
-from reuseport.errors import ReuseportError, ServiceNotFound, SpecConflict
+from reuseport.errors import ReuseportError, ServiceNotFound, SpecConflict, StateUnreadable
 from reuseport.projectplan import ServicePlan, plan, with_settings
 from reuseport.spec import ServiceSpec
 from reuseport.store import StateStore
@@ -40,10 +40,19 @@ def plans(entries: Sequence[ServiceEntry], engine: Engine, store: StateStore) ->
 
 
 def _supervised(spec: ServiceSpec, engine: Engine, store: StateStore) -> bool:
-    stored = store.load_spec(spec.name)
-    if stored is not None and stored.engine == "swarm":
+    if _on_swarm(store, spec.name):
         return fileapply.is_running(spec.name)  # Swarm supervises its own services
     return service.is_supervised(engine, store, spec.name)
+
+
+def _on_swarm(store: StateStore, name: str) -> bool:
+    """Whether the stored spec says Swarm runs ``name`` (an unreadable one: no, the
+    docker engine's path reports it)."""
+    try:
+        stored = store.load_spec(name)
+    except StateUnreadable:
+        return False
+    return stored is not None and stored.engine == "swarm"
 
 
 def apply(
@@ -153,8 +162,7 @@ def down(
     for entry in entries:
         name = entry.spec.name
         try:
-            stored = store.load_spec(name)
-            if stored is not None and stored.engine == "swarm":
+            if _on_swarm(store, name):
                 count = fileapply.down(name, store)
                 outcomes.append(Outcome(name, None, f"{name}: removed {count} Swarm tasks"))
                 continue

@@ -96,13 +96,17 @@ def top(
     names = _named_or_from_file(name, file, "-f FILE")
     store = store_at(state_dir)
     engine = engines.connect()
+    on_swarm = [n for n in names if swarm_commands.is_swarm(store, n)]
+    names = [n for n in names if n not in on_swarm]
 
     def view() -> Group:
         now = time.time()
-        return Group(*(service_table(s, now) for s in _statuses(names, engine, store)))
+        tables = [service_table(s, now) for s in _statuses(names, engine, store)]
+        swarm_tables = [swarm_table(v) for v in swarm_commands.views(on_swarm, store)]
+        return Group(*tables, *swarm_tables)
 
     statuses_now = _statuses(names, engine, store)
-    if name and not statuses_now[0].replicas and statuses_now[0].desired is None:
+    if name and names and not statuses_now[0].replicas and statuses_now[0].desired is None:
         raise service.ServiceNotFound(f"no service named {name!r}")
     stop = stop_on_signals()
     with Live(view(), console=out, auto_refresh=False) as live:

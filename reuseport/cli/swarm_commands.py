@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from reuseport.cli._common import err, say
+from reuseport.errors import StateUnreadable
 from reuseport.spec import ServiceSpec
 from reuseport.store import StateStore
 from reuseport.swarm import service as swarm
@@ -14,7 +15,13 @@ from reuseport.swarm.service import SwarmView
 
 
 def is_swarm(store: StateStore, name: str) -> bool:
-    spec = store.load_spec(name)
+    """Whether the stored spec says Swarm runs ``name``. An unreadable spec file is not
+    an error here: the docker engine's path reports it as the service's problem (and a
+    spec file that cannot be read never means "removed")."""
+    try:
+        spec = store.load_spec(name)
+    except StateUnreadable:
+        return False
     return spec is not None and spec.engine == "swarm"
 
 
@@ -63,7 +70,7 @@ def scale(name: str, replicas: int, store: StateStore, wait: bool, timeout_s: fl
 
 def rollout(target: ServiceSpec, store: StateStore, timeout_s: float) -> None:
     engine = SwarmEngine.from_env()
-    with err.status(f"rolling {target.name} out to {target.image} (Swarm, start-first)") as st:
+    with err.status(f"rolling {target.name} out to {target.image} (a Swarm update)") as st:
         outcome = swarm.rollout(
             target,
             engine,

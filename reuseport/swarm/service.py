@@ -205,11 +205,9 @@ def up(spec: ServiceSpec, engine: SwarmEngine, store: StateStore) -> bool:
         )
     existing = engine.inspect(spec.name)
     if existing is not None:
-        running = existing["Spec"]["Labels"].get(labels.SPEC_HASH)
-        if (
-            running != spec.redacted().spec_hash()
-            or existing["Spec"]["Mode"].get("Replicated", {}).get("Replicas") != spec.replicas
-        ):
+        # The whole (redacted) spec, not only the template: the count, and the hang window
+        # the tasks' labels carry, differ too when another spec runs.
+        if existing["Spec"]["Labels"].get(labels.SPEC) != spec.redacted().to_json():
             raise SpecConflict(
                 f"Swarm service {spec.name!r} already runs another spec: change it with "
                 "`reuseport scale`/`rollout`, or `down` it first"

@@ -143,6 +143,27 @@ class Service:
         return counts
 
 
+def top_output(service: Service, *args: str, seconds: float = 3) -> str:
+    """What `reuseport top ARGS` shows in ``seconds``, then Ctrl-C (it must exit 0)."""
+    top = subprocess.Popen(
+        service.runner.argv("top", *args, "--interval", "0.5"),
+        env=service.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(seconds)
+        top.send_signal(signal.SIGINT)
+        shown, errors = top.communicate(timeout=20)
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+    assert top.returncode == 0, errors
+    return shown
+
+
 @pytest.fixture
 def service(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[Service]:
     remove_test_containers(docker_client)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from tests.integration.conftest import (
     Service,
     free_port,
     remove_test_containers,
+    top_output,
     wait_for,
 )
 from tests.integration.load import Load
@@ -200,20 +199,5 @@ def test_a_settings_edit_restarts_nothing_and_logs_and_top_show_every_service(
     assert logs.returncode == 0, logs.stderr
     assert project.web.name in logs.stdout and project.api.name in logs.stdout, logs.stdout
 
-    top = subprocess.Popen(
-        project.web.runner.argv("top", "-f", str(project.path), "--interval", "0.5"),
-        env={**project.web.env, "COLUMNS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        time.sleep(3)
-        top.send_signal(signal.SIGINT)
-        shown, errors = top.communicate(timeout=20)
-    finally:
-        if top.poll() is None:
-            top.kill()
-            top.wait()
-    assert top.returncode == 0, errors
+    shown = top_output(project.web, "-f", str(project.path))
     assert project.web.name in shown and project.api.name in shown, shown[-2000:]

@@ -24,7 +24,7 @@ import pytest
 
 from reuseport import labels
 from reuseport.kernel import sockets as kernel
-from tests.integration.conftest import Service, wait_for
+from tests.integration.conftest import Service, top_output, wait_for
 from tests.integration.load import Load
 
 V1, V2 = "reuseport-demo:v1", "reuseport-demo:v2"
@@ -73,6 +73,13 @@ def test_a_swarm_service_listens_heals_scales_rolls_out_and_goes_down_clean(
         interval=0.5,
         what="the node agent's verdicts",
     )
+    again = service.cli(*up_args, timeout=60)  # the same spec: found, nothing changes
+    assert again.returncode == 0 and "already running this spec" in again.stdout + again.stderr
+    other = service.up_args("--engine", "swarm", "--hang-window", "3", replicas=2, image=V1)
+    refused = service.cli(*other, timeout=60)
+    assert refused.returncode == 6 and "already runs another spec" in refused.stderr
+    shown = top_output(service, service.name)
+    assert "engine: swarm" in shown and "2/2 ready" in shown, shown[-1500:]
     rows = service.ps()
     assert sorted(row["replica"] for row in rows) == [1, 2]
     assert all(row["engine"] == "swarm" and row["listening"] is True for row in rows), rows

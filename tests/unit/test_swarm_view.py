@@ -3,6 +3,8 @@ listens, proven by the kernel on this node, taken on Swarm's word elsewhere (unc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from reuseport.options import build_spec
 from reuseport.swarm.engine import Node, Task
 from reuseport.swarm.service import SwarmView, TaskRow
@@ -63,3 +65,16 @@ def test_an_old_template_or_a_starting_task_is_not_converged() -> None:
 def test_more_tasks_than_wanted_is_not_converged() -> None:
     seen = SwarmView(SPEC, [row(i, True) for i in (1, 2, 3, 4)])
     assert not seen.converged(HASH)
+
+
+def test_an_unreadable_spec_file_is_not_taken_for_a_swarm_service(tmp_path: Path) -> None:
+    # ps, top, scale and down ask first; the docker path then reports the file's problem.
+    from reuseport.cli.swarm_commands import is_swarm
+    from reuseport.store import StateStore
+
+    store = StateStore(tmp_path)
+    store.save_spec(SPEC)
+    assert is_swarm(store, "shop")
+    (tmp_path / "shop.spec.json").write_text("{corrupt")
+    assert not is_swarm(store, "shop")
+    assert not is_swarm(store, "other")
