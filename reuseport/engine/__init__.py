@@ -1,6 +1,8 @@
 """Runtime adapters behind one small interface (:class:`reuseport.engine.base.Engine`).
 
-Docker is the only engine today; a Swarm adapter will be a sibling module.
+This interface is replica-level: reuseport's supervisor owns each container. Docker Swarm
+owns its tasks itself, so its adapter is service-level and lives apart, in
+:mod:`reuseport.swarm` (``engine = "swarm"``).
 """
 
 from reuseport.engine.base import Engine, EventStream, Replica, SupervisorInfo
