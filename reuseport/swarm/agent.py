@@ -34,7 +34,7 @@ from typing import Any
 from reuseport import labels, liveness
 from reuseport.engine.base import Replica
 from reuseport.kernel import attribution, destroy
-from reuseport.kernel.attribution import ReplicaSockets
+from reuseport.kernel.attribution import ForeignListener, ReplicaSockets
 from reuseport.swarm.engine import SwarmEngine
 from reuseport.swarm.watch import Watch
 
@@ -160,7 +160,9 @@ class NodeAgent:
         self._close_listener = close_listener
         self._stalls: dict[str, liveness.Stall] = {}
         self._ended: set[str] = set()
-        self._last_line: tuple[object, ...] | None = None
+        # port -> inode -> a listener on it that no task of ours holds
+        self._foreign: dict[int, dict[int, ForeignListener]] = {}
+        self._last_line: object = None
         self._last_write = 0.0
 
     def pass_once(self) -> list[TaskFinding]:
@@ -171,7 +173,15 @@ class NodeAgent:
         for task in tasks:
             by_port.setdefault(task.watch.port, []).append(task)
         for port, on_port in by_port.items():
-            seen = self._observe(port, [_as_replica(t) for t in on_port], foreign=False)
+            # Foreign listeners too: an owner is looked up once (a scan of every process's
+            # fds), then kept by inode, so a steady port costs no scan.
+            seen = self._observe(
+                port,
+                [_as_replica(t) for t in on_port],
+                foreign=True,
+                known_foreign=self._foreign.get(port, {}),
+            )
+            self._foreign[port] = {f.inode: f for f in seen.foreign}
             for task in on_port:
                 sockets = seen.replicas.get(task.container_id)
                 stall = liveness.advance(self._stalls.get(task.container_id), sockets, now)
@@ -198,6 +208,7 @@ class NodeAgent:
                 )
         live = {t.container_id for t in tasks}
         self._stalls = {cid: s for cid, s in self._stalls.items() if cid in live}
+        self._foreign = {p: f for p, f in self._foreign.items() if p in by_port}
         self._report(findings, now)
         return findings
 
@@ -210,14 +221,24 @@ class NodeAgent:
         self._ended.add(task.container_id)
 
     def _report(self, findings: list[TaskFinding], now: float) -> None:
-        shape = tuple(
-            (f.container_id, f.listening, f.verdict, f.accept_queue > 0) for f in findings
+        foreign = {
+            str(port): [
+                {"inode": f.inode, "uid": f.uid, "pid": f.pid, "describe": f.describe()}
+                for f in listeners.values()
+            ]
+            for port, listeners in sorted(self._foreign.items())
+            if listeners
+        }
+        shape = (
+            tuple((f.container_id, f.listening, f.verdict, f.accept_queue > 0) for f in findings),
+            tuple((port, len(found)) for port, found in foreign.items()),
         )
         if shape == self._last_line and now - self._last_write < HEARTBEAT_S:
             return
         self._last_line, self._last_write = shape, now
         line = {MARK: 1, **self._node, "at": round(now, 3)}
         line["tasks"] = [asdict(f) for f in findings]
+        line["foreign"] = foreign
         self._write(json.dumps(line, separators=(",", ":")))
 
 

@@ -61,6 +61,14 @@ def swarm_table(seen: SwarmView) -> Group:
         parts.append(Text(f"! {problem}", style="bold red"))
     for failed in seen.failures:
         parts.append(Text(f"! slot {failed.slot}: {failed.error}", style="yellow"))
+    for described in seen.remote_foreign:
+        parts.append(
+            Text(
+                f"! foreign listener on :{spec.port} on {described} is not a task; with "
+                "SO_REUSEPORT and the same uid it takes a share of that node's connections",
+                style="bold red",
+            )
+        )
     for foreign in seen.foreign:
         parts.append(
             Text(
@@ -93,7 +101,7 @@ def swarm_rows(seen: SwarmView) -> list[dict[str, Any]]:
         "ready": seen.ready,
         "port": spec.port,
         "update": seen.update or None,
-        "foreign_listeners": len(seen.foreign),
+        "foreign_listeners": len(seen.foreign) + len(seen.remote_foreign),
     }
     return [
         {

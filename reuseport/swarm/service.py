@@ -63,6 +63,8 @@ class SwarmView:
     foreign: tuple[ForeignListener, ...] = ()
     failures: list[Task] = field(default_factory=list)  # recent failed tasks, newest first
     agent_errors: list[str] = field(default_factory=list)  # what node agents could not do
+    # Foreign listeners on the port on other nodes, as their agents describe them.
+    remote_foreign: list[str] = field(default_factory=list)
 
     @property
     def running(self) -> int:
@@ -100,7 +102,8 @@ def view(name: str, engine: SwarmEngine, store: StateStore) -> SwarmView:
     current = sorted((t for t in tasks if t.current), key=lambda t: (t.slot, t.id))
     here = [t for t in current if t.running and nodes.get(t.node_id, _NOWHERE).is_self]
     seen = attribution.observe(spec.port, [_as_replica(name, t) for t in here])
-    findings, agent_errors = agent_findings(engine) if current else ({}, [])
+    reports = agent_findings(engine) if current else AgentReports({}, [], {})
+    findings = reports.tasks
     rows = []
     for task in current:
         node = nodes.get(task.node_id)
@@ -122,7 +125,19 @@ def view(name: str, engine: SwarmEngine, store: StateStore) -> SwarmView:
     failures = [t for t in tasks if t.state in ("failed", "rejected") and t.error]
     status = engine.update_status(name)
     return SwarmView(
-        spec, rows, status.state, status.message, seen.foreign, failures[:3], agent_errors
+        spec,
+        rows,
+        status.state,
+        status.message,
+        seen.foreign,
+        failures[:3],
+        reports.errors,
+        [
+            f"node {node[:12]}: {listener['describe']}"
+            for node, ports in reports.foreign.items()
+            if not nodes.get(node, _NOWHERE).is_self  # this node's: read directly above
+            for listener in ports.get(str(spec.port), [])
+        ],
     )
 
 
@@ -130,21 +145,26 @@ _NOWHERE = Node("", "", "", "", "", "", False)
 AGENT_FRESH_S = 3 * agent.HEARTBEAT_S  # an older findings line is no longer believed
 
 
-def agent_findings(
-    engine: SwarmEngine,
-) -> tuple[dict[str, dict[str, dict[str, Any]]], list[str]]:
-    """(node id -> container id -> its agent's finding, the agents' errors), from each
-    agent's fresh line."""
+@dataclass(frozen=True)
+class AgentReports:
+    """What the node agents' fresh lines say (``swarm.agent``)."""
+
+    tasks: dict[str, dict[str, dict[str, Any]]]  # node id -> container id -> its finding
+    errors: list[str]  # what an agent could not do
+    foreign: dict[str, dict[str, list[dict[str, Any]]]]  # node id -> port -> listeners
+
+
+def agent_findings(engine: SwarmEngine) -> AgentReports:
     now = time.time()
-    found: dict[str, dict[str, dict[str, Any]]] = {}
-    errors: list[str] = []
+    reports = AgentReports({}, [], {})
     for node, line in agent.parse_findings(engine.agent_lines()).items():
         if now - float(line.get("at", 0)) > AGENT_FRESH_S:
             continue
         if line.get("error"):
-            errors.append(f"agent on node {node[:12]}: {line['error']}")
-        found[node] = {task["container_id"]: task for task in line.get("tasks", [])}
-    return found, errors
+            reports.errors.append(f"agent on node {node[:12]}: {line['error']}")
+        reports.tasks[node] = {task["container_id"]: task for task in line.get("tasks", [])}
+        reports.foreign[node] = line.get("foreign") or {}
+    return reports
 
 
 def _as_replica(service: str, task: Task) -> Replica:

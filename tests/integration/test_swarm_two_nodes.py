@@ -1,5 +1,6 @@
 """engine = swarm on a real two-node Swarm on this machine (loadtest/harness/twonode.py):
-4 tasks at most 2 per node run 2 + 2 with each node's kernel holding 2 listeners; a killed
+4 tasks at most 2 per node run 2 + 2 with each node's kernel holding 2 listeners; a foreign
+listener on node 2 is reported by that node's agent; a killed
 task on the second node is healed by Swarm and `ps` shows it; a SIGSTOPped task there is
 found hung by that node's agent and replaced; a rollout under load on both nodes loses
 no request; draining a node moves its tasks and the count is restored; and
@@ -9,18 +10,29 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import docker
 import pytest
 
-from loadtest.harness.twonode import NODE2_ADDR, TwoNodes, two_node_swarm
+from loadtest.harness.twonode import NETNS, NODE2_ADDR, TwoNodes, two_node_swarm
 from reuseport import labels
 from tests.integration.conftest import Service, wait_for
 from tests.integration.load import Load
 
 V1, V2, TOOL = "reuseport-demo:v1", "reuseport-demo:v2", "reuseport:latest"
 AGENT = "reuseport-agent"
+# A listener of the same uid with SO_REUSEPORT: it joins the group silently.
+STRANGER = (
+    "import socket, sys, time\n"
+    "s = socket.socket()\n"
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n"
+    "s.bind(('0.0.0.0', int(sys.argv[1])))\n"
+    "s.listen()\n"
+    "time.sleep(300)\n"
+)
 
 
 @pytest.fixture
@@ -70,6 +82,24 @@ def test_two_nodes_spread_heal_isolate_roll_drain_and_go_down_clean(
     assert all(row["verdict"] == "ready" for row in service.ps())
     assert len(nodes.listeners(service.port, 1)) == 2
     assert len(nodes.listeners(service.port, 2)) == 2
+
+    # A stranger joins the port's group on node 2: that node's agent reports it, ps says so.
+    stranger = subprocess.Popen(
+        ["ip", "netns", "exec", NETNS, sys.executable, "-c", STRANGER, str(service.port)],
+    )
+    try:
+        wait_for(
+            lambda: service.ps()[0]["foreign_listeners"] == 1,
+            timeout=30,
+            interval=0.5,
+            what="the foreign listener on node 2 reported",
+        )
+        shown = service.cli("ps", service.name).stdout
+        assert f"foreign listener on :{service.port} on node {nodes.node2_id[:12]}" in shown
+    finally:
+        stranger.kill()
+        stranger.wait()
+    wait_for(lambda: service.ps()[0]["foreign_listeners"] == 0, timeout=30, what="it gone")
 
     # A task's process killed on node 2: Swarm starts a successor, ps shows it listening.
     before = set(nodes.listeners(service.port, 2))

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from reuseport import labels
-from reuseport.kernel.attribution import PortObservation, ReplicaSockets
+from reuseport.kernel.attribution import ForeignListener, PortObservation, ReplicaSockets
 from reuseport.options import build_spec
 from reuseport.swarm import agent
 from reuseport.swarm.agent import LocalTask, NodeAgent, parse_findings, task_from_inspect
@@ -27,11 +27,21 @@ class Kernel:
 
     def __init__(self) -> None:
         self.sockets: dict[str, ReplicaSockets] = {}
+        self.foreign: tuple[ForeignListener, ...] = ()
+        self.known: list[dict[int, ForeignListener]] = []  # what each read was given
 
-    def observe(self, port: int, replicas: list[Any], foreign: bool = True) -> PortObservation:
-        assert port == 9000 and not foreign
+    def observe(
+        self,
+        port: int,
+        replicas: list[Any],
+        foreign: bool = True,
+        known_foreign: dict[int, ForeignListener] | None = None,
+    ) -> PortObservation:
+        assert port == 9000 and foreign
+        self.known.append(dict(known_foreign or {}))
         ids = {r.id for r in replicas}
-        return PortObservation(port, {c: s for c, s in self.sockets.items() if c in ids})
+        owned = {c: s for c, s in self.sockets.items() if c in ids}
+        return PortObservation(port, owned, self.foreign)
 
 
 def listening(queue: int = 0, connections: frozenset[int] = frozenset()) -> ReplicaSockets:
@@ -144,3 +154,23 @@ def test_a_task_is_read_from_its_containers_labels_and_state() -> None:
     assert task_from_inspect({**data, "State": {"Running": False}}) is None
     other = {**data, "Config": {"Labels": {labels.ROLE: labels.ROLE_REPLICA}}}
     assert task_from_inspect(other) is None
+
+
+def test_a_foreign_listener_on_the_port_is_reported_and_looked_up_once() -> None:
+    h = Harness([task(started_at=99.0)])
+    h.kernel.sockets["c1"] = listening()
+    h.verdicts()
+    stranger = ForeignListener(555, "0.0.0.0:9000", 0, 4321, "python3", None)
+    h.kernel.foreign = (stranger,)
+    h.now += 0.5
+    h.verdicts()  # a change: written at once
+    assert h.lines[-1]["foreign"] == {
+        "9000": [{"inode": 555, "uid": 0, "pid": 4321, "describe": stranger.describe()}]
+    }
+    h.now += 0.5
+    h.verdicts()
+    assert h.kernel.known[-1] == {555: stranger}  # its owner is not looked up again
+    h.kernel.foreign = ()
+    h.now += 0.5
+    h.verdicts()
+    assert h.lines[-1]["foreign"] == {}
