@@ -79,7 +79,25 @@ def diagnose(facts: SwarmFacts) -> list[Finding]:
         ),
     ]
     findings.append(_agents(facts, usable))
+    findings.append(_foreign(facts))
     return findings
+
+
+def _foreign(facts: SwarmFacts) -> Finding:
+    held = [
+        f"node {node[:12]} :{port}: {listener.get('describe', '?')}"
+        for node, line in facts.findings.items()
+        for port, listeners in (line.get("foreign") or {}).items()
+        for listener in listeners
+    ]
+    if not held:
+        return Finding("foreign listeners", "ok", "none on the ports of our tasks, by the agents")
+    return Finding(
+        "foreign listeners",
+        "warn",
+        "; ".join(held) + ": each takes a share of its node's connections",
+        "stop them, or run them as another uid (the kernel then keeps them out of the group)",
+    )
 
 
 def _agents(facts: SwarmFacts, usable: list[Node]) -> Finding:

@@ -47,3 +47,10 @@ def test_no_usable_node_or_no_tool_image_fails() -> None:
     assert found["nodes"][0] == "fail" and "--availability active" in found["nodes"][1]
     assert found["tool image"][0] == "fail"
     assert found["node agents"][0] == "ok"  # not started yet: the first up starts them
+
+
+def test_foreign_listeners_the_agents_see_are_a_warning_naming_node_and_port() -> None:
+    line = {"at": 1, "foreign": {"8080": [{"describe": "pid 42 (python3), uid 0"}]}}
+    found = by_check(SwarmFacts("active", True, [N1, N2], True, {N1.id: {"at": 1}, N2.id: line}))
+    assert found["foreign listeners"][0] == "warn"
+    assert "node n2bbbbbbbbbb :8080: pid 42 (python3)" in found["foreign listeners"][1]
