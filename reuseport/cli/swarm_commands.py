@@ -44,6 +44,11 @@ def up(spec: ServiceSpec, store: StateStore, ready_timeout_s: float) -> None:
         )
     found = "" if created else " (already running this spec)"
     say(f"{spec.name}: {_progress_line(spec, seen)}{found}; engine: swarm")
+    if spec.metrics_port is not None:
+        say(
+            f"metrics from each node's agent on http://{spec.metrics_addr}:"
+            f"{spec.metrics_port}/metrics (on that node)"
+        )
     say(
         f"Swarm keeps it running; see `reuseport ps {spec.name}`, "
         f"stop with `reuseport down {spec.name}`"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from reuseport import labels, liveness
 from reuseport.engine.base import Replica
 from reuseport.kernel import attribution, destroy
 from reuseport.kernel.attribution import ForeignListener, ReplicaSockets
+from reuseport.swarm.agentmetrics import MetricsServers
 from reuseport.swarm.engine import SwarmEngine
 from reuseport.swarm.watch import Watch
 
@@ -162,6 +164,11 @@ class NodeAgent:
         self._ended: set[str] = set()
         # port -> inode -> a listener on it that no task of ours holds
         self._foreign: dict[int, dict[int, ForeignListener]] = {}
+        # What /metrics reads (swarm.agentmetrics): replaced whole each pass, never mutated.
+        self.findings: tuple[TaskFinding, ...] = ()
+        self.watches: dict[str, Watch] = {}  # service -> what its tasks here say
+        self.foreign_counts: dict[int, int] = {}  # port -> foreign listeners on it
+        self.ended: Counter[tuple[str, str]] = Counter()  # (service, verdict) -> tasks ended
         self._last_line: object = None
         self._last_write = 0.0
 
@@ -192,6 +199,7 @@ class NodeAgent:
                 verdict, why = judge_task(task, sockets, stall, now)
                 if verdict in (HUNG, NEVER):
                     self._end(task, sockets)
+                    self.ended = self.ended + Counter({(task.watch.service, verdict): 1})
                 findings.append(
                     TaskFinding(
                         task.container_id,
@@ -209,6 +217,9 @@ class NodeAgent:
         live = {t.container_id for t in tasks}
         self._stalls = {cid: s for cid, s in self._stalls.items() if cid in live}
         self._foreign = {p: f for p, f in self._foreign.items() if p in by_port}
+        self.findings = tuple(findings)
+        self.watches = {t.watch.service: t.watch for t in tasks}
+        self.foreign_counts = {port: len(found) for port, found in self._foreign.items()}
         self._report(findings, now)
         return findings
 
@@ -300,7 +311,12 @@ def run(engine: SwarmEngine, wait: Callable[[float], bool], write: Callable[[str
             return
         identity = engine.node_identity()
     agent = NodeAgent(list_tasks, engine.kill, identity, write)
-    while True:
-        agent.pass_once()
-        if wait(PASS_S):
-            return
+    servers = MetricsServers(agent, identity.get("hostname", ""), write)
+    try:
+        while True:
+            agent.pass_once()
+            servers.sync()
+            if wait(PASS_S):
+                return
+    finally:
+        servers.stop_all()

@@ -18,11 +18,21 @@ class Watch:
     port: int
     hang_window: float
     start_timeout: float
+    # Where this node's agent serves the service's /metrics (None: it does not).
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
 
     @classmethod
     def of(cls, spec: ServiceSpec) -> Watch:
         health = spec.health
-        return cls(spec.name, spec.port, health.hang_window, health.start_timeout)
+        return cls(
+            spec.name,
+            spec.port,
+            health.hang_window,
+            health.start_timeout,
+            spec.metrics_port,
+            spec.metrics_addr,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -31,11 +41,14 @@ class Watch:
     def from_json(cls, text: str) -> Watch | None:
         try:
             data = json.loads(text)
+            metrics = data.get("metrics_port")
             return cls(
                 str(data["service"]),
                 int(data["port"]),
                 float(data["hang_window"]),
                 float(data["start_timeout"]),
+                int(metrics) if metrics is not None else None,
+                str(data.get("metrics_addr") or "127.0.0.1"),
             )
         except (ValueError, TypeError, KeyError):
             return None

@@ -13,18 +13,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import docker.errors
+import httpx
 import psutil
 import pytest
 
 from reuseport import labels
 from reuseport.kernel import sockets as kernel
-from tests.integration.conftest import Service, top_output, wait_for
+from tests.integration.conftest import Service, free_port, top_output, wait_for
 from tests.integration.load import Load
 
 V1, V2 = "reuseport-demo:v1", "reuseport-demo:v2"
@@ -48,6 +50,16 @@ def swarm(docker_client: docker.DockerClient) -> Iterator[None]:
                 docker_client.networks.get("docker_gwbridge").remove()
 
 
+HOSTNAME = socket.gethostname()  # tasks and agents share the host's (host network)
+
+
+def scrape(port: int) -> str:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return ""
+
+
 def listening_rows(service: Service) -> dict[int, dict[str, object]]:
     return {row["replica"]: row for row in service.ps() if row["listening"] is True}
 
@@ -60,7 +72,17 @@ def task_containers(service: Service) -> list[object]:
 def test_a_swarm_service_listens_heals_scales_rolls_out_and_goes_down_clean(
     swarm: None, service: Service, migrate_req: None
 ) -> None:
-    up_args = service.up_args("--engine", "swarm", "--hang-window", "2", replicas=2, image=V1)
+    metrics = free_port()
+    up_args = service.up_args(
+        "--engine",
+        "swarm",
+        "--hang-window",
+        "2",
+        "--metrics-port",
+        str(metrics),
+        replicas=2,
+        image=V1,
+    )
     up = service.cli(*up_args, timeout=180)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "engine: swarm" in up.stdout + up.stderr
@@ -72,6 +94,16 @@ def test_a_swarm_service_listens_heals_scales_rolls_out_and_goes_down_clean(
         timeout=60,
         interval=0.5,
         what="the node agent's verdicts",
+    )
+    # The node agent serves the service's /metrics on this node's loopback.
+    wait_for(
+        lambda: (
+            f'reuseport_replicas_listening{{node="{HOSTNAME}",service="{service.name}"}} 2.0'
+            in scrape(metrics)
+        ),
+        timeout=30,
+        interval=0.5,
+        what="the agent's /metrics",
     )
     again = service.cli(*up_args, timeout=60)  # the same spec: found, nothing changes
     assert again.returncode == 0 and "already running this spec" in again.stdout + again.stderr
