@@ -44,6 +44,11 @@ def up(spec: ServiceSpec, store: StateStore, ready_timeout_s: float) -> None:
         )
     found = "" if created else " (already running this spec)"
     say(f"{spec.name}: {_progress_line(spec, seen)}{found}; engine: swarm")
+    if spec.balance != "hash":
+        say(
+            f"balance: hash (--balance {spec.balance} is not done on Swarm yet: each node's "
+            "kernel hashes connections over its tasks)"
+        )
     if spec.metrics_port is not None:
         say(
             f"metrics from each node's agent on http://{spec.metrics_addr}:"

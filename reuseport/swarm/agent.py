@@ -174,7 +174,10 @@ class NodeAgent:
 
     def pass_once(self) -> list[TaskFinding]:
         now = self._clock()
-        tasks = [t for t in self._list_tasks() if t.container_id not in self._ended]
+        listed = self._list_tasks()
+        # An ended task is judged no more; once its container is gone, forget it too.
+        self._ended &= {t.container_id for t in listed}
+        tasks = [t for t in listed if t.container_id not in self._ended]
         findings: list[TaskFinding] = []
         by_port: dict[int, list[LocalTask]] = {}
         for task in tasks:
