@@ -25,7 +25,8 @@ from loadtest.harness.steerfigures import SteerCostResult
 from loadtest.setups import Setup
 
 HASH, STEERED = "reuseport", "steered"
-PAIRS = 6  # 12 runs: about 2.5 minutes of a full run's 10-s runs
+PAIRS = 12  # 24 runs: about 4.5 minutes of a full run's 10-s runs (6 pairs left the
+# median 0.95-1.06 from one run to the next: each pair's ratio varies by +-15 % here)
 PAUSE_S = 1.0
 
 
