@@ -76,13 +76,11 @@ class SwarmEngine:
     def from_env(cls) -> SwarmEngine:
         return cls(client_from_env())
 
-    @translated
     def require_manager(self) -> None:
-        swarm = self._api.info().get("Swarm") or {}
-        state = swarm.get("LocalNodeState") or "inactive"
+        state, manager = self.swarm_state()
         if state != "active":
             raise SwarmUnavailable(f"this Docker engine is not in a swarm ({state}): {INIT_HINT}")
-        if not swarm.get("ControlAvailable"):
+        if not manager:
             raise SwarmUnavailable(
                 "this Docker engine is a swarm worker: run reuseport on a manager node"
             )
@@ -96,11 +94,6 @@ class SwarmEngine:
     @translated
     def agent_running(self) -> bool:
         return self._agent() is not None
-
-    @translated
-    def in_swarm(self) -> bool:
-        swarm = self._api.info().get("Swarm") or {}
-        return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
 
     @translated
     def require_image(self, ref: str) -> None:
@@ -137,13 +130,11 @@ class SwarmEngine:
     @translated
     def services(self) -> list[str]:
         found = self._api.services(filters={"label": f"{labels.ROLE}={labels.ROLE_SWARM_SERVICE}"})
-        names = [s["Spec"]["Name"] for s in found]
-        owned = {
+        return sorted(
             s["Spec"]["Name"]
             for s in found
             if labels.is_owned_swarm_service(s["Spec"].get("Labels"), s["Spec"]["Name"])
-        }
-        return sorted(n for n in names if n in owned)
+        )
 
     @translated
     def create(self, spec: ServiceSpec) -> str:
@@ -188,9 +179,14 @@ class SwarmEngine:
         return True
 
     @translated
-    def update_status(self, name: str) -> UpdateStatus:
-        status = self._require(name).get("UpdateStatus") or {}
-        return UpdateStatus(status.get("State", ""), status.get("Message", ""))
+    def tasks_and_update(self, name: str) -> tuple[list[Task], UpdateStatus]:
+        """The service's tasks and its update's state, from one inspect of it."""
+        found = self._require(name)
+        status = found.get("UpdateStatus") or {}
+        listed = self._api.tasks(filters={"service": found["ID"]})
+        return [_task(t) for t in listed], UpdateStatus(
+            status.get("State", ""), status.get("Message", "")
+        )
 
     def _require(self, name: str) -> dict[str, Any]:
         found = self.inspect(name)

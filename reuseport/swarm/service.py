@@ -33,8 +33,6 @@ from reuseport.swarm.engine import Node, SwarmEngine, Task
 
 POLL_S = 0.25
 AGENT_IMAGE = "reuseport:latest"  # the tool's own image, as the docker engine's supervisor
-# Failed, rejected or orphaned tasks are kept by Swarm as history; shown while recent.
-TERMINAL = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
 
 
 @dataclass(frozen=True)
@@ -67,10 +65,6 @@ class SwarmView:
     remote_foreign: list[str] = field(default_factory=list)
 
     @property
-    def running(self) -> int:
-        return sum(1 for r in self.rows if r.task.running)
-
-    @property
     def listening(self) -> int:
         return sum(1 for r in self.rows if r.listening)
 
@@ -97,7 +91,7 @@ def view(name: str, engine: SwarmEngine, store: StateStore) -> SwarmView:
     spec = store.load_spec(name)
     if spec is None:
         raise ServiceNotFound(f"no service named {name!r}")
-    tasks = engine.tasks(name)
+    tasks, status = engine.tasks_and_update(name)
     nodes = {n.id: n for n in engine.nodes()}
     current = sorted((t for t in tasks if t.current), key=lambda t: (t.slot, t.id))
     here = [t for t in current if t.running and nodes.get(t.node_id, _NOWHERE).is_self]
@@ -123,7 +117,6 @@ def view(name: str, engine: SwarmEngine, store: StateStore) -> SwarmView:
         else:
             rows.append(TaskRow(task, node, listening=None))
     failures = [t for t in tasks if t.state in ("failed", "rejected") and t.error]
-    status = engine.update_status(name)
     return SwarmView(
         spec,
         rows,
