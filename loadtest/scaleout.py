@@ -122,7 +122,7 @@ def parallel_docker_run(bench: Bench, port: int) -> float:
     finally:
         with signals_held():
             for c in bench.client.containers.list(
-                all=True, filters={"label": f"{RUN_LABEL}={bench.name}"}
+                ignore_removed=True, all=True, filters={"label": f"{RUN_LABEL}={bench.name}"}
             ):
                 c.remove(force=True)
 

@@ -298,7 +298,9 @@ class Bench:
         """Remove what an earlier, killed run of a benchmark left (its pid is gone): its
         labelled containers, and reuseport services named like this bench's."""
         owners: set[str] = set()
-        for c in self.client.containers.list(all=True, filters={"label": BENCH_LABEL}):
+        for c in self.client.containers.list(
+            ignore_removed=True, all=True, filters={"label": BENCH_LABEL}
+        ):
             owner = c.labels.get(RUN_LABEL, "")
             if _owner_gone(owner):
                 self.log(f"removing stale {c.name} from an earlier run")
@@ -354,7 +356,7 @@ class Bench:
             self.cli.down_quietly(service)
         services, self.services_up = [self.name, *self.services_up], []
         for c in self.client.containers.list(
-            all=True, filters={"label": f"{RUN_LABEL}={self.name}"}
+            ignore_removed=True, all=True, filters={"label": f"{RUN_LABEL}={self.name}"}
         ):
             with contextlib.suppress(docker.errors.APIError):
                 c.remove(force=True)
@@ -366,7 +368,7 @@ class Bench:
         ):
             left += [
                 f"container {c.name}"
-                for c in self.client.containers.list(all=True, filters=filters)
+                for c in self.client.containers.list(ignore_removed=True, all=True, filters=filters)
             ]
         for name in dict.fromkeys(services):
             left += [f"file {p}" for p in sorted(self.store.root.glob(f"{name}.*"))]

@@ -55,7 +55,9 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 
 def remove_test_containers(client: docker.DockerClient) -> None:
-    for container in client.containers.list(all=True, filters={"label": f"{labels.MANAGED}=1"}):
+    for container in client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{labels.MANAGED}=1"}
+    ):
         if container.labels.get(labels.SERVICE, "").startswith(TEST_PREFIX):
             try:
                 container.remove(force=True)
@@ -124,7 +126,7 @@ class Service:
 
     def containers(self, role: str = labels.ROLE_REPLICA, all: bool = True) -> list[Any]:
         return self.client.containers.list(
-            all=all, filters={"label": labels.filters(self.name, role)}
+            ignore_removed=True, all=all, filters={"label": labels.filters(self.name, role)}
         )
 
     def replica_ids(self) -> dict[int, str]:

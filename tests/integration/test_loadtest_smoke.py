@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    before = {c.id for c in docker_client.containers.list(ignore_removed=True, all=True)}
     migrate_before = Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()
     out = tmp_path / "results"
     result = subprocess.run(
@@ -167,7 +167,7 @@ def test_smoke_benchmark_writes_every_figure_and_cleans_up(
     assert "| least-conn | " in md  # the slow-request mix
 
     # Nothing left behind: containers, proxies, listeners on the ports it used.
-    assert {c.id for c in docker_client.containers.list(all=True)} <= before
+    assert {c.id for c in docker_client.containers.list(ignore_removed=True, all=True)} <= before
     # One name per pgrep: -x with a pattern longer than 15 characters matches nothing.
     leftovers = b"".join(
         subprocess.run(["pgrep", "-x", name], capture_output=True).stdout
@@ -184,7 +184,7 @@ def test_the_benchmark_measures_a_service_of_a_project_file(
 ) -> None:
     """`loadtest --file`: the tool's setups come from the user's file (here 3 replicas with
     an HTTP health check, which each setup gets on its own ports), through `up -f`."""
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    before = {c.id for c in docker_client.containers.list(ignore_removed=True, all=True)}
     readme = (REPO / "README.md").read_bytes()
     project = tmp_path / "reuseport.toml"
     project.write_text(
@@ -218,5 +218,5 @@ def test_the_benchmark_measures_a_service_of_a_project_file(
     assert set(data) & {"chaos", "rollout", "hang", "faults", "cost"} == set()
     assert "3 replicas of shop (reuseport-demo:latest)" in (out / "results.md").read_text()
     assert (REPO / "README.md").read_bytes() == readme
-    assert {c.id for c in docker_client.containers.list(all=True)} <= before
+    assert {c.id for c in docker_client.containers.list(ignore_removed=True, all=True)} <= before
     assert all(not kernel.listening_inodes(port) for port in range(19100, 19700))

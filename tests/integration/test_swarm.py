@@ -183,7 +183,9 @@ def test_a_swarm_service_listens_heals_scales_rolls_out_and_goes_down_clean(
     wait_for(
         lambda: (
             not service.client.containers.list(
-                all=True, filters={"label": f"{labels.ROLE}={labels.ROLE_SWARM_AGENT}"}
+                ignore_removed=True,
+                all=True,
+                filters={"label": f"{labels.ROLE}={labels.ROLE_SWARM_AGENT}"},
             )
         ),
         timeout=60,

@@ -55,7 +55,9 @@ def counts(service: Service) -> dict[str, int]:
 
 
 def ours(client: docker.DockerClient, name: str) -> list[object]:
-    return client.containers.list(all=True, filters={"label": labels.filters(name)})
+    return client.containers.list(
+        ignore_removed=True, all=True, filters={"label": labels.filters(name)}
+    )
 
 
 @pytest.mark.timeout(900)
@@ -172,7 +174,9 @@ def test_two_nodes_spread_heal_isolate_roll_drain_and_go_down_clean(
             lambda client=client: (
                 not ours(client, service.name)
                 and not client.containers.list(
-                    all=True, filters={"label": f"{labels.ROLE}={labels.ROLE_SWARM_AGENT}"}
+                    ignore_removed=True,
+                    all=True,
+                    filters={"label": f"{labels.ROLE}={labels.ROLE_SWARM_AGENT}"},
                 )
             ),
             timeout=90,
