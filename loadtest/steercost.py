@@ -7,9 +7,10 @@ medians of 5 runs moved between 0.90 and 1.03 from one full run to the next. Her
 pair's steered/hash ratio compares runs one second apart, the pairs alternate which goes
 first (hash-steered, steered-hash, ...) so neither always gets the warmer or cooler slot,
 and the report takes the median of the pairs' ratios. Each supervisor's CPU during its
-setup's runs is recorded too: its kernel readings (every ``STEER_POLL_S`` while steering a
-port with connections) are the one cost steering adds at saturation, since the eBPF
-program only runs on a new connection and keep-alive connections open once.
+setup's runs is recorded too: between its passes a steered supervisor reads the port's
+listeners every ``STEER_POLL_S`` (a queue makes a pass at once), the one cost steering adds
+at saturation besides the balance itself, since the eBPF program only runs on a new
+connection and keep-alive connections open once.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ ROLE_SUPERVISOR = "supervisor"
 ROLE_SWARM_SERVICE = "swarm-service"
 ROLE_SWARM_TASK = "swarm-task"
 ROLE_SWARM_AGENT = "swarm-agent"  # the node agent's global service (reuseport.swarm.agent)
+# The node agent proper: a local container its Swarm task starts (reuseport.swarm.launcher).
+ROLE_SWARM_NODE_AGENT = "swarm-node-agent"
+LAUNCHER = f"{PREFIX}.launcher"  # a node agent's launcher: its Swarm task's container id
 SUPERVISOR_NAME_PREFIX = "reuseport-supervisor"
 # Containers created before the nonce label existed: their name ends in 6 hex digits.
 _LEGACY_NONCE = re.compile(r"^[0-9a-f]{6}$")

@@ -21,13 +21,15 @@ from typing import Any
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import ReplicaFailed, ReuseportError, StateUnreadable
 from reuseport.judge import STARTING
-from reuseport.kernel import attribution, destroy
+from reuseport.kernel import attribution, destroy, sockets
 from reuseport.liveness import SUSPECT_POLL_S
 from reuseport.reconciler import Evict, Notify, Observer, Reconciler
 from reuseport.spec import ServiceSpec, differences
 from reuseport.status import ServiceStatus
 from reuseport.steering import Opener
 from reuseport.store import Lease, StateStore
+
+ListenerTable = dict[int, tuple[str, str, int, int]]  # sockets.listening_inodes: inode -> ...
 
 __all__ = ["EngineLost", "Notify", "Supervisor", "stop_all"]
 
@@ -72,6 +74,7 @@ class Supervisor(Reconciler):
         evict: Evict = destroy.close_listener,
         notify: Notify = lambda message: None,
         steering: Opener | None = None,
+        read_listeners: Callable[[int], ListenerTable] = sockets.listening_inodes,
     ) -> None:
         super().__init__(
             spec,
@@ -85,6 +88,7 @@ class Supervisor(Reconciler):
             steering=steering,
         )
         self.store = store
+        self.read_listeners = read_listeners
         self.resync_s = resync_s
         self.relist_s = relist_s
         self.events_connected = False  # set by the event watcher while its stream is open
@@ -164,7 +168,11 @@ class Supervisor(Reconciler):
                     self.stale = True
                     self._sleep(self.resync_s)
                     continue
-                self._sleep(self._next_wake(status, next_resync))
+                wake = self._next_wake(status, next_resync)
+                if self._steered_with_traffic():
+                    self._sleep_watching_queues(wake)
+                else:
+                    self._sleep(wake)
             return "stopped"
         finally:
             self.stopping.set()
@@ -209,26 +217,51 @@ class Supervisor(Reconciler):
             wake = min(wake, due - now)
         if self.spec.health.hang_window > 0 and any(r.stall for r in self.records):
             wake = min(wake, SUSPECT_POLL_S)
-        if self.steering.steerer is not None and not self._holdings.still_quiet():
-            # Steered and connections flowing: a replica that stops accepting leaves the
-            # map within STEER_POLL_S + judge.SUSPECT_AFTER_S (a listener read: ~0.1 ms).
-            wake = min(wake, STEER_POLL_S)
         min_ready = self.spec.rollout.min_ready_s
         for since in (r.ready_since for r in self.records):
             if since is not None and now - since < min_ready:  # a rollout waits on it
                 wake = min(wake, since + min_ready - now)
         return max(POLL_S, wake)
 
-    def _sleep(self, seconds: float) -> None:
+    def _sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until an event; True when an event woke it."""
         try:
             self.wakeups.get(timeout=seconds)
         except queue.Empty:
-            return
+            return False
         self.stale = True
         while True:  # coalesce a burst of events into one pass
             try:
                 self.wakeups.get_nowait()
             except queue.Empty:
+                return True
+
+    def _steered_with_traffic(self) -> bool:
+        return self.steering.steerer is not None and not self._holdings.still_quiet()
+
+    def _sleep_watching_queues(self, seconds: float) -> None:
+        """Steered, with connections flowing: a replica that stops accepting must leave the
+        map within STEER_POLL_S + judge.SUSPECT_AFTER_S. Only a listener holding queued
+        connections can be stalled, so between passes only the port's listeners are read
+        (one sock_diag dump, ~0.1 ms), every STEER_POLL_S: a queue, or a listener come or
+        gone, makes a pass at once. With keep-alive clients the queues stay empty and the
+        passes keep their resync pace (each pass costs ~10x a listener read)."""
+        deadline = self.clock() + seconds
+        known: set[int] | None = None  # the listeners at the first read
+        while True:
+            left = deadline - self.clock()
+            if left < STEER_POLL_S:  # the rest of the wait: the pass reads everything next
+                if left > 0:
+                    self._sleep(left)
+                return
+            if self._sleep(STEER_POLL_S):
+                return
+            try:
+                now = self.read_listeners(self.spec.port)
+            except OSError:
+                return
+            known = set(now) if known is None else known
+            if set(now) != known or any(queued for *_, queued in now.values()):
                 return
 
     def follow_spec(self, force: bool = False) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -354,10 +355,26 @@ def supervise(
 
 
 @app.command(hidden=True)
-def agent() -> None:
-    """The Swarm node agent (run by the reuseport-agent global service on every node)."""
+def agent(
+    local: str = typer.Option(
+        "", "--local", metavar="LAUNCHER", help="Run as the node agent of this launcher."
+    ),
+) -> None:
+    """The Swarm node agent: without --local, the launcher that the reuseport-agent global
+    service runs on every node (it starts the node agent proper: see swarm.launcher)."""
     from reuseport.swarm import agent as node_agent
+    from reuseport.swarm import launcher
     from reuseport.swarm.engine import SwarmEngine
 
     stop = stop_on_signals()
-    node_agent.run(SwarmEngine.from_env(), stop.wait, lambda line: print(line, flush=True))
+    engine = SwarmEngine.from_env()
+
+    def write(line: str) -> None:
+        print(line, flush=True)
+
+    if local:
+        node_agent.run(engine, stop.wait, write, alive=lambda: engine.container_running(local))
+        return
+    if node_agent.own_identity(engine, stop.wait, write) is None:
+        return
+    sys.exit(launcher.launch(engine, os.environ.get("REUSEPORT_TASK_ID", ""), stop.wait, write))

@@ -11,6 +11,7 @@ from reuseport.spec import ServiceSpec
 from reuseport.store import StateStore
 from reuseport.swarm import service as swarm
 from reuseport.swarm.engine import SwarmEngine
+from reuseport.swarm.render import balance_text
 from reuseport.swarm.service import SwarmView
 
 
@@ -46,8 +47,8 @@ def up(spec: ServiceSpec, store: StateStore, ready_timeout_s: float) -> None:
     say(f"{spec.name}: {_progress_line(spec, seen)}{found}; engine: swarm")
     if spec.balance != "hash":
         say(
-            f"balance: hash (--balance {spec.balance} is not done on Swarm yet: each node's "
-            "kernel hashes connections over its tasks)"
+            f"balance: {balance_text(seen)}: each node's agent steers its kernel's group "
+            "(`ps` shows each task in or out of its node's map)"
         )
     if spec.metrics_port is not None:
         say(

@@ -7,7 +7,8 @@ the local engine, reads their sockets from the kernel (the attribution the super
 uses) and judges each task the way the supervisor judges a replica:
 
 - ``starting``: running, not listening yet, within its start timeout;
-- ``never-listened``: not listening after its start timeout;
+- ``never-listened``: not listening after its start timeout (watched all that time);
+- ``closed``: listened, and closed its listener: being stopped, left to Swarm;
 - ``hung``: connections left in its accept queue for the hang window (``liveness``);
 - ``ready`` otherwise.
 
@@ -32,19 +33,25 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from reuseport import labels, liveness
+from reuseport import labels, liveness, steering
 from reuseport.engine.base import Replica
+from reuseport.judge import SUSPECT_AFTER_S
 from reuseport.kernel import attribution, destroy
 from reuseport.kernel.attribution import ForeignListener, ReplicaSockets
 from reuseport.swarm.agentmetrics import MetricsServers
+from reuseport.swarm.agentsteer import NodeSteering, PortPlan
 from reuseport.swarm.engine import SwarmEngine
 from reuseport.swarm.watch import Watch
 
 MARK = "reuseport_agent"  # the key that tells a findings line from any other output
 PASS_S = 0.5
 HEARTBEAT_S = 5.0
+ALIVE_S = 2.0  # how often the node agent checks that its launcher still runs
 
 READY, STARTING, SUSPECT, HUNG, NEVER = "ready", "starting", "suspect", "hung", "never-listened"
+# Listened, and no longer does: being stopped (Swarm's SIGTERM; the app closed its listener
+# and finishes its in-flight requests). Never ended by the agent: Swarm is already at it.
+CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -71,15 +78,26 @@ class TaskFinding:
     connections: int
     verdict: str
     reason: str = ""
+    steered: str = ""  # "" on the kernel's hash; "in" the steering map, else why not
 
 
 def judge_task(
-    task: LocalTask, sockets: ReplicaSockets | None, stall: liveness.Stall | None, now: float
+    task: LocalTask,
+    sockets: ReplicaSockets | None,
+    stall: liveness.Stall | None,
+    now: float,
+    listened: bool = False,
+    watched_since: float = 0.0,
 ) -> tuple[str, str]:
-    """(verdict, why) of one task from one reading (pure)."""
+    """(verdict, why) of one task from one reading (pure). ``listened``: this agent has
+    seen it listening before; ``watched_since``: when this agent first saw it (a task it
+    has not watched for its whole start timeout is never called never-listened: it may be
+    one that listened before this agent started, now stopping)."""
     watch = task.watch
     if sockets is None or not sockets.listeners:
-        waited = now - task.started_at
+        if listened:
+            return CLOSED, "closed its listener (stopping)"
+        waited = now - max(task.started_at, watched_since)
         if waited > watch.start_timeout:
             return NEVER, f"not listening on port {watch.port} after {waited:.0f}s"
         return STARTING, ""
@@ -87,6 +105,23 @@ def judge_task(
     if why:
         return HUNG, why
     return (SUSPECT, "") if stall is not None else (READY, "")
+
+
+def out_of_map(verdict: str, why: str, stall: liveness.Stall | None, now: float) -> str:
+    """Why a task must not be in its port's steering map ("" = it belongs there): as
+    judge.out_of_steering for a replica, a listening task that is not suspect."""
+    if verdict in (READY, SUSPECT):
+        stalled = liveness.stalled_for(stall, now)
+        if stalled >= SUSPECT_AFTER_S:
+            return f"suspect: accept queue unmoved for {stalled:.1f}s"
+        return ""
+    return why or verdict
+
+
+def asked_balance(tasks: list[LocalTask]) -> str:
+    """The balance a port's tasks ask for: the newest task's (a rollout that changes it
+    runs old and new tasks side by side for a while)."""
+    return max(tasks, key=lambda t: t.started_at).watch.balance
 
 
 def task_from_inspect(data: dict[str, Any]) -> LocalTask | None:
@@ -152,6 +187,7 @@ class NodeAgent:
         clock: Callable[[], float] = time.time,
         observe: Callable[..., attribution.PortObservation] = attribution.observe,
         close_listener: Callable[[int, int], bool] = destroy.close_listener,
+        steering: NodeSteering | None = None,
     ) -> None:
         self._list_tasks = list_tasks
         self._kill = kill
@@ -160,14 +196,18 @@ class NodeAgent:
         self._clock = clock
         self._observe = observe
         self._close_listener = close_listener
+        self._steering = steering
         self._stalls: dict[str, liveness.Stall] = {}
         self._ended: set[str] = set()
+        self._listened: set[str] = set()  # tasks seen listening (a later close: stopping)
+        self._first_seen: dict[str, float] = {}  # container id -> when this agent first saw it
         # port -> inode -> a listener on it that no task of ours holds
         self._foreign: dict[int, dict[int, ForeignListener]] = {}
         # What /metrics reads (swarm.agentmetrics): replaced whole each pass, never mutated.
         self.findings: tuple[TaskFinding, ...] = ()
         self.watches: dict[str, Watch] = {}  # service -> what its tasks here say
         self.foreign_counts: dict[int, int] = {}  # port -> foreign listeners on it
+        self.balances: dict[int, str] = {}  # port -> the balance in force on it
         self.ended: Counter[tuple[str, str]] = Counter()  # (service, verdict) -> tasks ended
         self._last_line: object = None
         self._last_write = 0.0
@@ -178,7 +218,8 @@ class NodeAgent:
         # An ended task is judged no more; once its container is gone, forget it too.
         self._ended &= {t.container_id for t in listed}
         tasks = [t for t in listed if t.container_id not in self._ended]
-        findings: list[TaskFinding] = []
+        judged: list[tuple[LocalTask, ReplicaSockets | None, str, str, str]] = []
+        plans: dict[int, PortPlan] = {}
         by_port: dict[int, list[LocalTask]] = {}
         for task in tasks:
             by_port.setdefault(task.watch.port, []).append(task)
@@ -192,6 +233,7 @@ class NodeAgent:
                 known_foreign=self._foreign.get(port, {}),
             )
             self._foreign[port] = {f.inode: f for f in seen.foreign}
+            wanted: dict[int, int] = {}
             for task in on_port:
                 sockets = seen.replicas.get(task.container_id)
                 stall = liveness.advance(self._stalls.get(task.container_id), sockets, now)
@@ -199,32 +241,60 @@ class NodeAgent:
                     self._stalls.pop(task.container_id, None)
                 else:
                     self._stalls[task.container_id] = stall
-                verdict, why = judge_task(task, sockets, stall, now)
+                if sockets is not None and sockets.listeners:
+                    self._listened.add(task.container_id)
+                listened = task.container_id in self._listened
+                since = self._first_seen.setdefault(task.container_id, now)
+                verdict, why = judge_task(task, sockets, stall, now, listened, since)
                 if verdict in (HUNG, NEVER):
                     self._end(task, sockets)
                     self.ended = self.ended + Counter({(task.watch.service, verdict): 1})
-                findings.append(
-                    TaskFinding(
-                        task.container_id,
-                        task.task_id,
-                        task.watch.service,
-                        task.slot,
-                        bool(sockets and sockets.listeners),
-                        sockets.accept_queue if sockets else 0,
-                        sockets.backlog if sockets else 0,
-                        len(sockets.connections) if sockets else 0,
-                        verdict,
-                        why,
-                    )
-                )
+                out = out_of_map(verdict, why, stall, now)
+                if not out and sockets:
+                    wanted.update(sockets.holders)
+                judged.append((task, sockets, verdict, why, out))
+            policy = asked_balance(on_port)
+            loads = steering.loads(seen) if policy == "least-conn" else None
+            plans[port] = PortPlan(policy, wanted, loads)
+        if self._steering is not None:
+            self._steering.apply(plans)
+        findings = [self._finding(*row) for row in judged]
         live = {t.container_id for t in tasks}
         self._stalls = {cid: s for cid, s in self._stalls.items() if cid in live}
+        self._listened &= live
+        self._first_seen = {cid: t for cid, t in self._first_seen.items() if cid in live}
         self._foreign = {p: f for p, f in self._foreign.items() if p in by_port}
         self.findings = tuple(findings)
         self.watches = {t.watch.service: t.watch for t in tasks}
         self.foreign_counts = {port: len(found) for port, found in self._foreign.items()}
+        self.balances = {port: self.balance(port) for port in by_port}
         self._report(findings, now)
         return findings
+
+    def balance(self, port: int) -> str:
+        return self._steering.policy(port) if self._steering is not None else "hash"
+
+    def _finding(
+        self, task: LocalTask, sockets: ReplicaSockets | None, verdict: str, why: str, out: str
+    ) -> TaskFinding:
+        steered = ""
+        if self.balance(task.watch.port) != "hash" and self._steering is not None:
+            members = self._steering.members(task.watch.port)
+            held = set(sockets.listeners) if sockets else set()
+            steered = "in" if held and held <= members else (out or "not admitted yet")
+        return TaskFinding(
+            task.container_id,
+            task.task_id,
+            task.watch.service,
+            task.slot,
+            bool(sockets and sockets.listeners),
+            sockets.accept_queue if sockets else 0,
+            sockets.backlog if sockets else 0,
+            len(sockets.connections) if sockets else 0,
+            verdict,
+            why,
+            steered,
+        )
 
     def _end(self, task: LocalTask, sockets: ReplicaSockets | None) -> None:
         """Close its listeners (no new connection reaches it), then kill it: Swarm
@@ -244,7 +314,10 @@ class NodeAgent:
             if listeners
         }
         shape = (
-            tuple((f.container_id, f.listening, f.verdict, f.accept_queue > 0) for f in findings),
+            tuple(
+                (f.container_id, f.listening, f.verdict, f.accept_queue > 0, f.steered)
+                for f in findings
+            ),
             tuple((port, len(found)) for port, found in foreign.items()),
         )
         if shape == self._last_line and now - self._last_write < HEARTBEAT_S:
@@ -253,6 +326,7 @@ class NodeAgent:
         line = {MARK: 1, **self._node, "at": round(now, 3)}
         line["tasks"] = [asdict(f) for f in findings]
         line["foreign"] = foreign
+        line["balance"] = {str(port): policy for port, policy in sorted(self.balances.items())}
         self._write(json.dumps(line, separators=(",", ":")))
 
 
@@ -277,26 +351,15 @@ def parse_findings(lines: list[str]) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def run(engine: SwarmEngine, wait: Callable[[float], bool], write: Callable[[str], None]) -> None:
-    """Passes every ``PASS_S`` until ``wait`` says stop; a task container is inspected once
-    (its pid and start do not change while it runs), then only listed."""
-    known: dict[str, LocalTask | None] = {}
-
-    def list_tasks() -> list[LocalTask]:
-        ids = engine.local_task_ids()
-        for container_id in ids:
-            if container_id not in known:
-                data = engine.inspect_container(container_id)
-                known[container_id] = task_from_inspect(data) if data else None
-        for gone in set(known) - set(ids):
-            del known[gone]
-        return [task for task in known.values() if task is not None]
-
+def own_identity(
+    engine: SwarmEngine, wait: Callable[[float], bool], write: Callable[[str], None]
+) -> dict[str, str] | None:
+    """This node's identity once the engine reached is this node's (None: told to stop).
+    Not this node's engine (its socket is elsewhere than the manager's): acting on another
+    node's tasks from this kernel would kill healthy ones. Say so, do nothing."""
     identity = engine.node_identity()
     expected = os.environ.get("REUSEPORT_NODE_ID", "")  # Swarm's {{.Node.ID}}
     while expected and identity["node_id"] != expected:
-        # Not this node's engine (its socket is elsewhere than the manager's): acting on
-        # another node's tasks from this kernel would kill healthy ones. Say so, do nothing.
         write(
             json.dumps(
                 {
@@ -311,15 +374,53 @@ def run(engine: SwarmEngine, wait: Callable[[float], bool], write: Callable[[str
             )
         )
         if wait(HEARTBEAT_S):
-            return
+            return None
         identity = engine.node_identity()
-    agent = NodeAgent(list_tasks, engine.kill, identity, write)
+    return identity
+
+
+def run(
+    engine: SwarmEngine,
+    wait: Callable[[float], bool],
+    write: Callable[[str], None],
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
+    """Passes every ``PASS_S`` until ``wait`` says stop or ``alive`` (asked every
+    ``ALIVE_S``: does the launcher still run?) says no. A task container is inspected once
+    (its pid and start do not change while it runs), then only listed."""
+    known: dict[str, LocalTask | None] = {}
+
+    def list_tasks() -> list[LocalTask]:
+        ids = engine.local_task_ids()
+        for container_id in ids:
+            if container_id not in known:
+                data = engine.inspect_container(container_id)
+                known[container_id] = task_from_inspect(data) if data else None
+        for gone in set(known) - set(ids):
+            del known[gone]
+        return [task for task in known.values() if task is not None]
+
+    identity = own_identity(engine, wait, write)
+    if identity is None:
+        return
+
+    def say(message: str) -> None:
+        write(f"reuseport agent on {identity.get('hostname', '?')}: {message}")
+
+    node_steering = NodeSteering(steering.kernel_opener(lambda: None, lambda _h: None), say)
+    agent = NodeAgent(list_tasks, engine.kill, identity, write, steering=node_steering)
     servers = MetricsServers(agent, identity.get("hostname", ""), write)
+    asked_at = time.monotonic()
     try:
         while True:
             agent.pass_once()
             servers.sync()
             if wait(PASS_S):
                 return
+            if time.monotonic() - asked_at >= ALIVE_S:
+                asked_at = time.monotonic()
+                if not alive():
+                    return
     finally:
         servers.stop_all()
+        node_steering.close()

@@ -36,7 +36,7 @@ class AgentCollector(Collector):
         agent = self.agent
         # One read of each (the pass replaces them whole; see NodeAgent).
         findings, watches = agent.findings, agent.watches
-        foreign, ended = agent.foreign_counts, agent.ended
+        foreign, ended, balances = agent.foreign_counts, agent.ended, agent.balances
         for service in sorted(self.services()):
             mine = [f for f in findings if f.service == service]
             labels = {"service": service, "node": self.node}
@@ -61,6 +61,13 @@ class AgentCollector(Collector):
                 "Listeners on the port here that no task holds.",
                 labels,
                 foreign.get(watch.port, 0) if watch else 0,
+            )
+            yield _gauge(
+                "reuseport_balance_info",
+                "How new connections are spread on this node (value 1): round-robin or "
+                "least-conn (eBPF steering over the ready tasks) or hash (the kernel's).",
+                {**labels, "policy": balances.get(watch.port, "hash") if watch else "hash"},
+                1,
             )
             replaced = CounterMetricFamily(
                 "reuseport_replacements",
@@ -91,11 +98,20 @@ def _per_task(service: str, node: str, findings: list[Any]) -> Iterator[Metric]:
             "reuseport_replica_backlog", "Its listen backlog.", labels=names
         ),
     }
+    steered = GaugeMetricFamily(
+        "reuseport_replica_steered",
+        "1 while this task is in its node's steering map (takes new connections), 0 while "
+        "it is out; absent when the node balances the port by the kernel's hash.",
+        labels=names,
+    )
     for finding in findings:
         values = [service, node, str(finding.slot), finding.task_id[:12]]
         for key, family in families.items():
             family.add_metric(values, float(getattr(finding, key)))
+        if finding.steered:
+            steered.add_metric(values, 1.0 if finding.steered == "in" else 0.0)
     yield from families.values()
+    yield steered
 
 
 def _gauge(name: str, doc: str, labels: dict[str, str], value: float) -> GaugeMetricFamily:

@@ -16,6 +16,7 @@ from reuseport import labels
 from reuseport.engine.docker import client_from_env, socket_path, translated
 from reuseport.errors import EngineError, ServiceNotFound, SwarmUnavailable
 from reuseport.spec import ServiceSpec
+from reuseport.swarm.launcher import NodeAgentConfig
 from reuseport.swarm.params import AGENT_SERVICE, agent_params, service_params
 
 INIT_HINT = (
@@ -198,12 +199,18 @@ class SwarmEngine:
 
     @translated
     def ensure_agent(self, image: str) -> bool:
-        """Start the node agents' global service unless it runs; True when started."""
-        if self._agent() is not None:
-            return False
-        self.require_image(image)
+        """Start the node agents' global service unless it runs as this version of the
+        tool defines it (an older definition is replaced); True when started."""
         socket = os.path.realpath(socket_path())
         params = agent_params(image, os.path.dirname(socket), os.path.basename(socket))
+        found = self._agent()
+        if found is not None:
+            running = ((found.get("Spec") or {}).get("Labels") or {}).get(labels.SPEC_HASH)
+            if running == params["labels"][labels.SPEC_HASH]:
+                return False
+            with contextlib.suppress(docker.errors.NotFound):
+                self._api.remove_service(found["ID"])
+        self.require_image(image)
         self._api.create_service(**params)
         return True
 
@@ -253,6 +260,64 @@ class SwarmEngine:
         except docker.errors.NotFound:
             return None
         return data
+
+    @translated
+    def container_running(self, container_id: str) -> bool:
+        data = self.inspect_container(container_id)
+        return bool(data and (data.get("State") or {}).get("Running"))
+
+    # What a launcher does on its node (swarm.launcher).
+
+    @translated
+    def container_of_task(self, task_id: str) -> dict[str, Any] | None:
+        found = self._api.containers(filters={"label": f"com.docker.swarm.task.id={task_id}"})
+        return self.inspect_container(found[0]["Id"]) if found else None
+
+    @translated
+    def node_agents(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._api.containers(
+            all=True, filters={"label": labels.filters(role=labels.ROLE_SWARM_NODE_AGENT)}
+        )
+        return found
+
+    @translated
+    def running_ids(self, ids: list[str]) -> set[str]:
+        return {i for i in ids if self.container_running(i)}
+
+    @translated
+    def start_node_agent(self, config: NodeAgentConfig) -> str:
+        host_config = self._api.create_host_config(
+            network_mode="host",
+            pid_mode="host",
+            cap_add=list(config.cap_add),
+            init=True,
+            auto_remove=True,
+            # As the local supervisor: busy tasks must not starve the one that judges them.
+            cpu_shares=4096,
+            mounts=config.mounts,
+        )
+        created = self._api.create_container(
+            config.image,
+            name=config.name,
+            command=config.command,
+            environment=config.environment,
+            labels=config.labels,
+            host_config=host_config,
+            stop_timeout=5,
+        )
+        self._api.start(created["Id"])
+        return str(created["Id"])
+
+    @translated
+    def remove_container(self, container_id: str) -> None:
+        # Gone, or auto-removal already under way: either way it goes.
+        with contextlib.suppress(docker.errors.APIError):
+            self._api.remove_container(container_id, force=True)
+
+    def follow_output(self, container_id: str) -> Iterator[bytes]:
+        return iter(
+            self._api.logs(container_id, stream=True, follow=True, stdout=True, stderr=True)
+        )
 
     @translated
     def kill(self, container_id: str) -> None:

@@ -20,6 +20,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from docker.types import (
@@ -121,21 +123,20 @@ def update_config(spec: ServiceSpec, failure_action: str) -> UpdateConfig:
 
 
 def agent_params(image: str, socket_dir: str, socket_name: str) -> dict[str, Any]:
-    """The node agent's global service (``swarm.agent``): one task per node, host network,
-    the host's /proc read-only (a Swarm service cannot share the host's pid namespace) and
-    the engine's socket directory, not recursively (see engine.docker's supervisor mount).
-    SYS_PTRACE reads other processes' fd tables; NET_ADMIN closes a hung task's listener."""
+    """The node agents' global service: one task per node, which only launches its node's
+    agent as a local container in the host's pid namespace (``swarm.launcher``: a Swarm
+    service cannot have one). It needs the engine's socket directory, not recursively (see
+    engine.docker's supervisor mount), and no capability of its own."""
     container = ContainerSpec(
         image=image,
         args=["agent"],
         env=[
-            "REUSEPORT_HOST_PROC=/host/proc",
             "REUSEPORT_NODE_ID={{.Node.ID}}",  # to check it reached its own node's engine
+            "REUSEPORT_TASK_ID={{.Task.ID}}",  # to find its own container
             f"DOCKER_HOST=unix://{AGENT_SOCKET_DIR}/{socket_name}",
         ],
         labels={labels.MANAGED: "1", labels.ROLE: labels.ROLE_SWARM_AGENT},
         mounts=[
-            {"Type": "bind", "Source": "/proc", "Target": "/host/proc", "ReadOnly": True},
             {
                 "Type": "bind",
                 "Source": socket_dir,
@@ -144,7 +145,6 @@ def agent_params(image: str, socket_dir: str, socket_name: str) -> dict[str, Any
             },
         ],
         init=True,
-        cap_add=["SYS_PTRACE", "NET_ADMIN"],
         stop_grace_period=ns(5),
     )
     return {
@@ -158,6 +158,10 @@ def agent_params(image: str, socket_dir: str, socket_name: str) -> dict[str, Any
             labels.MANAGED: "1",
             labels.ROLE: labels.ROLE_SWARM_AGENT,
             labels.SERVICE: AGENT_SERVICE,
+            # What ensure_agent compares: a tool whose agent is defined otherwise replaces it.
+            labels.SPEC_HASH: hashlib.sha256(
+                json.dumps(container, sort_keys=True).encode()
+            ).hexdigest()[:16],
         },
         "mode": ServiceMode("global"),
     }

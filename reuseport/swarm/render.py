@@ -24,6 +24,7 @@ def swarm_table(seen: SwarmView) -> Group:
         (f"{ready}/{spec.replicas} ready", "green" if ready == spec.replicas else "yellow"),
         f"  engine: swarm{update}",
         f"  max per node: {spec.max_per_node}" if spec.max_per_node else "",
+        f"  balance: {balance_text(seen)}",
     )
     parts: list[Text | Table] = [header]
     rows = sorted(seen.rows, key=lambda r: (r.node_name, r.task.node_id, r.task.slot))
@@ -37,12 +38,15 @@ def swarm_table(seen: SwarmView) -> Group:
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("SLOT", "TASK", "CONTAINER", "STATE", "LISTENING", "VERDICT", "PID"):
             table.add_column(column, no_wrap=True)
+        steering = any(row.steered for row in listed)
+        if steering:
+            table.add_column("STEERED", no_wrap=True)
         table.add_column("CONNS", no_wrap=True)
         table.add_column("IMAGE", no_wrap=True)
         table.add_column("NOTE")
         for row in listed:
             task = row.task
-            table.add_row(
+            cells: list[str | Text] = [
                 str(task.slot),
                 task.id[:12],
                 task.container_id[:12] or "-",
@@ -50,10 +54,15 @@ def swarm_table(seen: SwarmView) -> Group:
                 _listening(row),
                 _verdict(row.verdict),
                 str(row.pid) if row.pid else "-",
+            ]
+            if steering:
+                cells.append(_steered(row.steered))
+            cells += [
                 str(row.connections) if row.connections is not None else "-",
                 task.image,
                 row.reason or task.error or (task.message if not task.running else ""),
-            )
+            ]
+            table.add_row(*cells)
         parts.append(table)
     if not seen.rows:
         parts.append(Text("no tasks", style="yellow"))
@@ -61,23 +70,39 @@ def swarm_table(seen: SwarmView) -> Group:
         parts.append(Text(f"! {problem}", style="bold red"))
     for failed in seen.failures:
         parts.append(Text(f"! slot {failed.slot}: {failed.error}", style="yellow"))
-    for described in seen.remote_foreign:
+    steered = seen.spec.balance != "hash" and balance_text(seen) == seen.spec.balance
+    share = (
+        "steering shuts it out: it gets no new connection"
+        if steered
+        else "with SO_REUSEPORT and the same uid it takes a share of the connections"
+    )
+    described = [f"on {d}" for d in seen.remote_foreign]
+    described += [f"here: {foreign.describe()}" for foreign in seen.foreign]
+    for where in described:
         parts.append(
             Text(
-                f"! foreign listener on :{spec.port} on {described} is not a task; with "
-                "SO_REUSEPORT and the same uid it takes a share of that node's connections",
-                style="bold red",
-            )
-        )
-    for foreign in seen.foreign:
-        parts.append(
-            Text(
-                f"! foreign listener on :{spec.port}: {foreign.describe()} is not a task; "
-                "with SO_REUSEPORT and the same uid it takes a share of the connections",
-                style="bold red",
+                f"! foreign listener on :{spec.port} {where} is not a task; {share}",
+                style="yellow" if steered else "bold red",
             )
         )
     return Group(*parts)
+
+
+def balance_text(seen: SwarmView) -> str:
+    """The balance in force, as the node agents report it (they steer per node)."""
+    asked = seen.spec.balance
+    if not seen.balances:
+        return asked if asked == "hash" else f"{asked} (asked; no agent report yet)"
+    policies = set(seen.balances.values())
+    if policies == {asked}:
+        return asked
+    return ", ".join(f"{node[:12]} {policy}" for node, policy in sorted(seen.balances.items()))
+
+
+def _steered(steered: str) -> Text:
+    if not steered:
+        return Text("-", style="dim")
+    return Text(steered, style="green") if steered == "in" else Text(f"out: {steered}", "yellow")
 
 
 def _verdict(verdict: str | None) -> Text:
@@ -102,6 +127,7 @@ def swarm_rows(seen: SwarmView) -> list[dict[str, Any]]:
         "port": spec.port,
         "update": seen.update or None,
         "foreign_listeners": len(seen.foreign) + len(seen.remote_foreign),
+        "balance": balance_text(seen),
     }
     return [
         {
@@ -119,6 +145,10 @@ def swarm_rows(seen: SwarmView) -> list[dict[str, Any]]:
             "error": row.task.error or None,
             "verdict": row.verdict,  # the node agent's; null: no fresh finding
             "reason": row.reason or None,
+            # In its node's steering map (null: that node runs the kernel's hash, or no
+            # fresh finding), and why not.
+            "member": (row.steered == "in") if row.steered else None,
+            "out_why": row.steered if row.steered and row.steered != "in" else None,
             **service,
         }
         for row in seen.rows

@@ -46,6 +46,7 @@ class TaskRow:
     verdict: str | None = None  # the node agent's (ready, starting, hung, ...); None: none
     reason: str = ""
     pid: int = 0  # here: the host pid of the process holding its listener (the app, not init)
+    steered: str = ""  # the node agent's: "" on the kernel's hash, "in" the map, else why not
 
     @property
     def node_name(self) -> str:
@@ -63,6 +64,7 @@ class SwarmView:
     agent_errors: list[str] = field(default_factory=list)  # what node agents could not do
     # Foreign listeners on the port on other nodes, as their agents describe them.
     remote_foreign: list[str] = field(default_factory=list)
+    balances: dict[str, str] = field(default_factory=dict)  # node id -> balance in force
 
     @property
     def listening(self) -> int:
@@ -103,17 +105,17 @@ def view(name: str, engine: SwarmEngine, store: StateStore) -> SwarmView:
         node = nodes.get(task.node_id)
         found = findings.get(task.node_id, {}).get(task.container_id) if task.running else None
         verdict, reason = (found["verdict"], found["reason"]) if found else (None, "")
+        steered = str(found.get("steered") or "") if found else ""
         if node is not None and node.is_self:
             # This node: the kernel read now, the agent's verdict (hung, ...) beside it.
             sockets = seen.replicas.get(task.container_id)
             held = sockets is not None and bool(sockets.listeners)
             count = len(sockets.connections) if sockets else 0
             pid = sockets.pid if sockets and held else task.pid
-            rows.append(TaskRow(task, node, held, count, verdict, reason, pid))
+            rows.append(TaskRow(task, node, held, count, verdict, reason, pid, steered))
         elif found:
-            rows.append(
-                TaskRow(task, node, found["listening"], found["connections"], verdict, reason)
-            )
+            listening, conns = found["listening"], found["connections"]
+            rows.append(TaskRow(task, node, listening, conns, verdict, reason, steered=steered))
         else:
             rows.append(TaskRow(task, node, listening=None))
     failures = [t for t in tasks if t.state in ("failed", "rejected") and t.error]
@@ -131,6 +133,11 @@ def view(name: str, engine: SwarmEngine, store: StateStore) -> SwarmView:
             if not nodes.get(node, _NOWHERE).is_self  # this node's: read directly above
             for listener in ports.get(str(spec.port), [])
         ],
+        {
+            node: str(on_node[str(spec.port)])
+            for node, on_node in reports.balances.items()
+            if str(spec.port) in on_node
+        },
     )
 
 
@@ -145,6 +152,7 @@ class AgentReports:
     tasks: dict[str, dict[str, dict[str, Any]]]  # node id -> container id -> its finding
     errors: list[str]  # what an agent could not do
     foreign: dict[str, dict[str, list[dict[str, Any]]]]  # node id -> port -> listeners
+    balances: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> port -> policy
 
 
 def agent_findings(engine: SwarmEngine) -> AgentReports:
@@ -157,6 +165,7 @@ def agent_findings(engine: SwarmEngine) -> AgentReports:
             reports.errors.append(f"agent on node {node[:12]}: {line['error']}")
         reports.tasks[node] = {task["container_id"]: task for task in line.get("tasks", [])}
         reports.foreign[node] = line.get("foreign") or {}
+        reports.balances[node] = line.get("balance") or {}
     return reports
 
 

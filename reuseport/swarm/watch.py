@@ -21,6 +21,7 @@ class Watch:
     # Where this node's agent serves the service's /metrics (None: it does not).
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
+    balance: str = "hash"  # another policy: the node agent steers the port (swarm.agentsteer)
 
     @classmethod
     def of(cls, spec: ServiceSpec) -> Watch:
@@ -32,6 +33,7 @@ class Watch:
             health.start_timeout,
             spec.metrics_port,
             spec.metrics_addr,
+            spec.balance,
         )
 
     def to_json(self) -> str:
@@ -49,6 +51,7 @@ class Watch:
                 float(data["start_timeout"]),
                 int(metrics) if metrics is not None else None,
                 str(data.get("metrics_addr") or "127.0.0.1"),
+                str(data.get("balance") or "hash"),
             )
         except (ValueError, TypeError, KeyError):
             return None

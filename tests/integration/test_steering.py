@@ -12,11 +12,9 @@ import io
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from tests.integration.conftest import (
     terminate,
     wait_for,
 )
+from tests.integration.strangers import accepted, connect_only, foreign_listener
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,40 +39,6 @@ def steered(service: Service, replicas: int) -> bool:
     rows = service.ps(missing_ok=True)
     members = [r for r in rows if r.get("member")]
     return len(members) == replicas
-
-
-@contextmanager
-def foreign_listener(port: int) -> Iterator[socket.socket]:
-    """A listener of the same uid that joins the replicas' group, as any process could."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    listener.bind(("0.0.0.0", port))
-    listener.listen(128)
-    listener.setblocking(False)
-    try:
-        yield listener
-    finally:
-        listener.close()
-
-
-def accepted(listener: socket.socket) -> int:
-    """Connections waiting in the listener's queue (it never answers them)."""
-    count = 0
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except BlockingIOError:
-            return count
-        conn.close()
-        count += 1
-
-
-def connect_only(port: int, count: int) -> None:
-    """``count`` new connections that send nothing (a foreign listener's share shows in
-    its queue; a replica just sees them close)."""
-    for _ in range(count):
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass
 
 
 def test_round_robin_splits_new_connections_evenly(service: Service) -> None:

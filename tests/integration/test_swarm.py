@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from reuseport import labels
 from reuseport.kernel import sockets as kernel
 from tests.integration.conftest import Service, free_port, top_output, wait_for
 from tests.integration.load import Load
+from tests.integration.strangers import accepted, connect_only, foreign_listener
 
 V1, V2 = "reuseport-demo:v1", "reuseport-demo:v2"
 AGENT = "reuseport-agent"
@@ -62,6 +64,17 @@ def scrape(port: int) -> str:
 
 def listening_rows(service: Service) -> dict[int, dict[str, object]]:
     return {row["replica"]: row for row in service.ps() if row["listening"] is True}
+
+
+def agent_containers(service: Service) -> list[object]:
+    """The agent service's task containers and the node agents they launched."""
+    return [
+        container
+        for role in (labels.ROLE_SWARM_AGENT, labels.ROLE_SWARM_NODE_AGENT)
+        for container in service.client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"{labels.ROLE}={role}"}
+        )
+    ]
 
 
 def task_containers(service: Service) -> list[object]:
@@ -180,17 +193,69 @@ def test_a_swarm_service_listens_heals_scales_rolls_out_and_goes_down_clean(
         timeout=30,
         what="the agent service removed",
     )
-    wait_for(
-        lambda: (
-            not service.client.containers.list(
-                ignore_removed=True,
-                all=True,
-                filters={"label": f"{labels.ROLE}={labels.ROLE_SWARM_AGENT}"},
-            )
-        ),
-        timeout=60,
-        what="the agent's containers gone",
+    wait_for(lambda: not agent_containers(service), timeout=60, what="the agents' containers gone")
+
+
+@pytest.mark.timeout(420)
+def test_a_steered_swarm_service_splits_exactly_and_shuts_out_a_stranger_and_a_stopped_task(
+    swarm: None, service: Service
+) -> None:
+    """The node agent (launched in the host's pid namespace) steers the port: 400 new
+    connections split evenly, a foreign listener of the same uid gets none, a SIGSTOPped
+    task stops receiving new connections well within its hang window."""
+    up_args = service.up_args(
+        "--engine", "swarm", "--balance", "round-robin", "--hang-window", "20", replicas=4
     )
+    up = service.cli(*up_args, timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    wait_for(
+        lambda: [row["member"] for row in service.ps()] == [True] * 4,
+        timeout=60,
+        interval=0.5,
+        what="every task in the node's steering map",
+    )
+    node_agents = service.client.containers.list(
+        ignore_removed=True,
+        filters={"label": f"{labels.ROLE}={labels.ROLE_SWARM_NODE_AGENT}"},
+    )
+    assert len(node_agents) == 1 and node_agents[0].attrs["HostConfig"]["PidMode"] == "host"
+    with foreign_listener(service.port) as stranger:
+        counts = service.spread(400)
+        assert accepted(stranger) == 0, counts
+        assert sorted(counts) == ["1", "2", "3", "4"], counts
+        assert all(95 <= n <= 105 for n in counts.values()), counts
+        shown = service.cli("ps", service.name, timeout=30).stdout
+        assert "balance: round-robin" in shown and "STEERED" in shown, shown
+        assert "steering shuts it out" in shown, shown
+
+    victim = listening_rows(service)[2]
+    pid = int(str(victim["pid"]))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # Connections keep arriving for a while; the stopped task's queue fills with its
+        # share until the agent sees it unmoved (a pass every 0.5 s, suspect after 0.25 s).
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            connect_only(service.port, 5)
+        # From here on none may land on it: one that did would wait for the 20 s hang window.
+        for _ in range(100):
+            response = httpx.get(
+                f"http://127.0.0.1:{service.port}/", headers={"Connection": "close"}, timeout=3
+            )
+            assert response.status_code == 200 and response.headers["X-Replica"] != "2"
+        row = next(r for r in service.ps() if r["replica"] == 2)
+        assert row["member"] is False and row["out_why"].startswith("suspect"), row
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(
+        lambda: [row["member"] for row in service.ps()] == [True] * 4,
+        timeout=30,
+        interval=0.5,
+        what="the resumed task back in the map",
+    )
+    down = service.cli("down", service.name, timeout=180)
+    assert down.returncode == 0, down.stderr
+    wait_for(lambda: not agent_containers(service), timeout=60, what="the agents' containers gone")
 
 
 def test_swarm_engine_on_an_engine_outside_a_swarm_is_one_line(

@@ -78,10 +78,25 @@ def test_two_nodes_spread_heal_isolate_roll_drain_and_go_down_clean(
         timeout=240,
     )
     assert up.returncode == 0, up.stdout + up.stderr
+    # As the migrate_req fixture does on node 1 (each network namespace has its own): a
+    # stop-first rollout's closing listener hands its queue to the others instead of
+    # resetting it, also where node 2 runs on the kernel's hash.
+    subprocess.run(
+        ["ip", "netns", "exec", NETNS, "sysctl", "-qw", "net.ipv4.tcp_migrate_req=1"],
+        check=True,
+    )
     # 2 + 2, each proven listening by its own node's kernel: node 1's read by the CLI,
     # node 2's by its agent (through Swarm's logs); and the kernels agree.
     assert counts(service) == {nodes.node1_id: 2, nodes.node2_id: 2}
     assert all(row["verdict"] == "ready" for row in service.ps())
+    # Each node's agent steers its own kernel's group (round-robin, the default).
+    wait_for(
+        lambda: [row["member"] for row in service.ps()] == [True] * 4,
+        timeout=60,
+        interval=0.5,
+        what="every task in its own node's steering map",
+    )
+    assert service.ps()[0]["balance"] == "round-robin"
     assert len(nodes.listeners(service.port, 1)) == 2
     assert len(nodes.listeners(service.port, 2)) == 2
 
@@ -173,10 +188,11 @@ def test_two_nodes_spread_heal_isolate_roll_drain_and_go_down_clean(
         wait_for(
             lambda client=client: (
                 not ours(client, service.name)
-                and not client.containers.list(
-                    ignore_removed=True,
-                    all=True,
-                    filters={"label": f"{labels.ROLE}={labels.ROLE_SWARM_AGENT}"},
+                and not any(
+                    client.containers.list(
+                        ignore_removed=True, all=True, filters={"label": f"{labels.ROLE}={role}"}
+                    )
+                    for role in (labels.ROLE_SWARM_AGENT, labels.ROLE_SWARM_NODE_AGENT)
                 )
             ),
             timeout=90,

@@ -396,3 +396,36 @@ def test_one_failed_creation_of_a_batch_is_backed_off_alone(
     supervisor.stale = True
     supervisor.reconcile()
     assert sorted(r.index for r in engine.running()) == [1, 2, 3]
+
+
+def test_steered_with_traffic_only_listeners_are_read_until_one_holds_a_queue(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Between passes a steered supervisor reads only the port's listeners (every
+    STEER_POLL_S): a queue (a replica that may have stopped accepting) or a listener come or
+    gone ends the wait at once; otherwise the pass waits for its resync time."""
+    supervisor = make(engine, tmp_path)
+    idle = {1: ("0.0.0.0:18080", "ipv4", 0, 0), 2: ("0.0.0.0:18080", "ipv4", 0, 0)}
+    queued = {**idle, 2: ("0.0.0.0:18080", "ipv4", 0, 3)}
+    joined = {**idle, 3: ("0.0.0.0:18080", "ipv4", 0, 0)}
+
+    def run(tables: list[dict], seconds: float) -> int:
+        script = iter(tables)
+        reads: list[int] = []
+
+        def read(port: int) -> dict:
+            reads.append(port)
+            return next(script)
+
+        def sleep(step: float) -> bool:
+            engine.clock.advance(step)
+            return False  # no event
+
+        supervisor.read_listeners = read
+        supervisor._sleep = sleep  # type: ignore[method-assign]
+        supervisor._sleep_watching_queues(seconds)
+        return len(reads)
+
+    assert run([idle, idle, idle, queued], 10.0) == 4  # the queue: a pass now
+    assert run([idle, idle, joined], 10.0) == 3  # a new listener: a pass now
+    assert run([idle] * 100, 1.05) == 5  # nothing: reads every 0.2 s until the pass is due

@@ -103,6 +103,26 @@ def test_a_task_that_never_listens_is_ended_after_its_start_timeout() -> None:
     assert h.killed == ["c1"] and h.closed == []
 
 
+def test_a_task_that_listened_and_closed_its_listener_is_stopping_and_left_alone() -> None:
+    # Swarm's SIGTERM (a rollout, a scale-down): the app closes its listener and finishes
+    # its in-flight requests. Killing it now would reset them.
+    h = Harness([task(started_at=0.0)])
+    h.kernel.sockets["c1"] = listening()
+    assert h.verdicts() == {"c1": "ready"}
+    del h.kernel.sockets["c1"]
+    h.now += SPEC.health.start_timeout + 1
+    assert h.verdicts() == {"c1": "closed"}
+    assert h.killed == [] and h.closed == []
+
+
+def test_a_task_found_not_listening_is_watched_a_whole_start_timeout_before_it_is_ended() -> None:
+    # This agent started after the task (it may have listened before, and be stopping now).
+    h = Harness([task(started_at=0.0)])
+    assert h.verdicts() == {"c1": "starting"}
+    h.now += SPEC.health.start_timeout + 1
+    assert h.verdicts() == {"c1": "never-listened"} and h.killed == ["c1"]
+
+
 def test_findings_go_out_on_a_change_or_a_heartbeat() -> None:
     h = Harness([task(started_at=99.0)])
     h.kernel.sockets["c1"] = listening()
@@ -149,7 +169,7 @@ def test_a_task_is_read_from_its_containers_labels_and_state() -> None:
     found = task_from_inspect(data)
     assert found is not None
     assert (found.slot, found.pid, found.task_id) == (3, 31337, "tid")
-    assert found.watch == Watch("shop", 9000, 2.0, SPEC.health.start_timeout)
+    assert found.watch == Watch("shop", 9000, 2.0, SPEC.health.start_timeout, balance=SPEC.balance)
     assert abs(found.started_at - 1796270400.123) < 0.01
     assert task_from_inspect({**data, "State": {"Running": False}}) is None
     other = {**data, "Config": {"Labels": {labels.ROLE: labels.ROLE_REPLICA}}}

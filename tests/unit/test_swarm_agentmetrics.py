@@ -16,8 +16,10 @@ from reuseport.swarm.watch import Watch
 class FakeAgent:
     def __init__(self) -> None:
         self.findings = (
-            TaskFinding("c1", "task1aaaaaaaaaa", "shop", 1, True, 0, 128, 3, "ready"),
-            TaskFinding("c2", "task2bbbbbbbbbb", "shop", 2, True, 4, 128, 1, "hung", "hung: ..."),
+            TaskFinding("c1", "task1aaaaaaaaaa", "shop", 1, True, 0, 128, 3, "ready", "", "in"),
+            TaskFinding(
+                "c2", "task2bbbbbbbbbb", "shop", 2, True, 4, 128, 1, "hung", "hung: ...", "hung"
+            ),
             TaskFinding("c3", "task3cccccccccc", "other", 1, False, 0, 0, 0, "starting"),
         )
         self.watches = {
@@ -25,6 +27,7 @@ class FakeAgent:
             "other": Watch("other", 8081, 5.0, 60.0),
         }
         self.foreign_counts = {8080: 1}
+        self.balances = {8080: "round-robin"}
         self.ended: Counter[tuple[str, str]] = Counter({("shop", "hung"): 2})
 
 
@@ -44,6 +47,15 @@ def test_the_services_figures_carry_the_node_and_match_the_last_pass() -> None:
     assert (
         'reuseport_replica_accept_queue{node="node-a",replica="2",service="shop",'
         'task="task2bbbbbbb"} 4.0'
+    ) in text
+    assert 'reuseport_balance_info{node="node-a",policy="round-robin",service="shop"} 1.0' in text
+    assert (
+        'reuseport_replica_steered{node="node-a",replica="1",service="shop",'
+        'task="task1aaaaaaa"} 1.0'
+    ) in text
+    assert (
+        'reuseport_replica_steered{node="node-a",replica="2",service="shop",'
+        'task="task2bbbbbbb"} 0.0'
     ) in text
     assert 'service="other"' not in text  # another server's, or none
 

@@ -121,8 +121,12 @@ def test_a_file_cannot_move_a_running_service_between_engines() -> None:
 def test_a_count_or_rollout_policy_change_leaves_the_task_template_alone() -> None:
     # Swarm rolls every task when the template differs: a scale must not.
     before = service_params(swarm_spec(replicas=2))["task_template"]
-    after = service_params(swarm_spec(replicas=5, max_surge=2, min_ready=3.0, balance="hash"))
+    after = service_params(swarm_spec(replicas=5, max_surge=2, min_ready=3.0))
     assert after["task_template"] == before
+    # The balance is in what the node agents watch (a worker cannot read the service): a
+    # change of it is a rolling update of the tasks.
+    hashed = service_params(swarm_spec(replicas=2, balance="hash"))["task_template"]
+    assert hashed != before
 
 
 def test_what_the_node_agent_watches_is_in_each_tasks_labels() -> None:
@@ -130,7 +134,9 @@ def test_what_the_node_agent_watches_is_in_each_tasks_labels() -> None:
 
     spec = swarm_spec(port=9000, hang_window=2.0, start_timeout=30.0)
     task_labels = service_params(spec)["task_template"]["ContainerSpec"]["Labels"]
-    assert Watch.from_json(task_labels[labels.WATCH]) == Watch("shop", 9000, 2.0, 30.0)
+    assert Watch.from_json(task_labels[labels.WATCH]) == Watch(
+        "shop", 9000, 2.0, 30.0, balance=spec.balance
+    )
 
 
 def test_with_a_per_node_maximum_updates_stop_first_a_task_at_a_time() -> None:
