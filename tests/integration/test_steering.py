@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import httpx
 import pytest
 
 from reuseport.kernel import sockets
@@ -30,7 +29,13 @@ from tests.integration.conftest import (
     terminate,
     wait_for,
 )
-from tests.integration.strangers import accepted, connect_only, foreign_listener
+from tests.integration.strangers import (
+    accepted,
+    answered_by,
+    connect_only,
+    foreign_listener,
+    keep_connecting,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -98,16 +103,10 @@ def test_a_stopped_replica_stops_receiving_within_a_second(service: Service) -> 
     os.kill(pid, signal.SIGSTOP)
     try:
         # Connections keep arriving; the stopped replica's queue fills with its share.
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            connect_only(service.port, 5)
+        keep_connecting(service.port, 1.0)
         # From here on no new connection may land on it: one that did would wait for the
         # hang window (5 s) and time out here.
-        for _ in range(100):
-            response = httpx.get(
-                f"http://127.0.0.1:{service.port}/", headers={"Connection": "close"}, timeout=2
-            )
-            assert response.status_code == 200
+        answered_by(service.port, 100, timeout_s=2)
         row = next(r for r in service.ps() if r["replica"] == 2 and r["pid"] == pid)
         assert row["member"] is False and row["out_why"], row
     finally:

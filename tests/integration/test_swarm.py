@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from reuseport import labels
 from reuseport.kernel import sockets as kernel
 from tests.integration.conftest import Service, free_port, top_output, wait_for
 from tests.integration.load import Load
-from tests.integration.strangers import accepted, connect_only, foreign_listener
+from tests.integration.strangers import accepted, answered_by, foreign_listener, keep_connecting
 
 V1, V2 = "reuseport-demo:v1", "reuseport-demo:v2"
 AGENT = "reuseport-agent"
@@ -234,15 +233,9 @@ def test_a_steered_swarm_service_splits_exactly_and_shuts_out_a_stranger_and_a_s
     try:
         # Connections keep arriving for a while; the stopped task's queue fills with its
         # share until the agent sees it unmoved (a pass every 0.5 s, suspect after 0.25 s).
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            connect_only(service.port, 5)
+        keep_connecting(service.port, 1.5)
         # From here on none may land on it: one that did would wait for the 20 s hang window.
-        for _ in range(100):
-            response = httpx.get(
-                f"http://127.0.0.1:{service.port}/", headers={"Connection": "close"}, timeout=3
-            )
-            assert response.status_code == 200 and response.headers["X-Replica"] != "2"
+        assert "2" not in answered_by(service.port, 100, timeout_s=3)
         row = next(r for r in service.ps() if r["replica"] == 2)
         assert row["member"] is False and row["out_why"].startswith("suspect"), row
     finally:
