@@ -362,19 +362,18 @@ def agent(
 ) -> None:
     """The Swarm node agent: without --local, the launcher that the reuseport-agent global
     service runs on every node (it starts the node agent proper: see swarm.launcher)."""
-    from reuseport.swarm import agent as node_agent
-    from reuseport.swarm import launcher
-    from reuseport.swarm.engine import SwarmEngine
+    from reuseport.swarm import agentloop, launcher
+    from reuseport.swarm.nodeengine import NodeEngine
 
     stop = stop_on_signals()
-    engine = SwarmEngine.from_env()
+    engine = NodeEngine.from_env()
 
     def write(line: str) -> None:
         print(line, flush=True)
 
     if local:
-        node_agent.run(engine, stop.wait, write, alive=lambda: engine.container_running(local))
+        agentloop.run(engine, stop.wait, write, alive=lambda: engine.container_running(local))
         return
-    if node_agent.own_identity(engine, stop.wait, write) is None:
+    if agentloop.own_identity(engine, stop.wait, write) is None:
         return
     sys.exit(launcher.launch(engine, os.environ.get("REUSEPORT_TASK_ID", ""), stop.wait, write))

@@ -1,10 +1,11 @@
 """The node agent: reuseport's kernel view on every node of a swarm.
 
-One task per node (a global Swarm service of the tool's image, ``reuseport agent``, in the
-host network, with the host's /proc mounted read-only at /host/proc and the engine's
-socket directory). Every pass it lists this node's tasks of every reuseport service from
-the local engine, reads their sockets from the kernel (the attribution the supervisor
-uses) and judges each task the way the supervisor judges a replica:
+One per node: a local container of the tool's image in the host's pid and network
+namespaces, started on its node by the ``reuseport-agent`` global service's task
+(``swarm.launcher``; its process loop is ``swarm.agentloop``). Every pass it lists this
+node's tasks of every reuseport service from the local engine, reads their sockets from
+the kernel (the attribution the supervisor uses) and judges each task the way the
+supervisor judges a replica:
 
 - ``starting``: running, not listening yet, within its start timeout;
 - ``never-listened``: not listening after its start timeout (watched all that time);
@@ -17,15 +18,18 @@ SOCK_DESTROY: the kernel stops routing new connections to it at once, and with
 ``tcp_migrate_req=1`` moves its queue to the others), then its container is killed, and
 Swarm's restart policy schedules a successor in its slot.
 
+Ports whose tasks ask for a balance other than hash are steered (``swarm.agentsteer``):
+the tasks judged ready are the members of the port's map.
+
 Its findings leave as one JSON line on stdout (on a change, else every ``HEARTBEAT_S``):
 `ps` reads the latest line per node through `docker service logs`, which Swarm carries
-over its own mutually authenticated, encrypted channels. So the agent listens on nothing.
+over its own mutually authenticated, encrypted channels (the launcher copies them to its
+own output). So the agent listens on nothing.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,15 +42,12 @@ from reuseport.engine.base import Replica
 from reuseport.judge import SUSPECT_AFTER_S
 from reuseport.kernel import attribution, destroy
 from reuseport.kernel.attribution import ForeignListener, ReplicaSockets
-from reuseport.swarm.agentmetrics import MetricsServers
 from reuseport.swarm.agentsteer import NodeSteering, PortPlan
-from reuseport.swarm.engine import SwarmEngine
 from reuseport.swarm.watch import Watch
 
 MARK = "reuseport_agent"  # the key that tells a findings line from any other output
 PASS_S = 0.5
 HEARTBEAT_S = 5.0
-ALIVE_S = 2.0  # how often the node agent checks that its launcher still runs
 
 READY, STARTING, SUSPECT, HUNG, NEVER = "ready", "starting", "suspect", "hung", "never-listened"
 # Listened, and no longer does: being stopped (Swarm's SIGTERM; the app closed its listener
@@ -349,78 +350,3 @@ def parse_findings(lines: list[str]) -> dict[str, dict[str, Any]]:
         ):
             latest[node] = found
     return latest
-
-
-def own_identity(
-    engine: SwarmEngine, wait: Callable[[float], bool], write: Callable[[str], None]
-) -> dict[str, str] | None:
-    """This node's identity once the engine reached is this node's (None: told to stop).
-    Not this node's engine (its socket is elsewhere than the manager's): acting on another
-    node's tasks from this kernel would kill healthy ones. Say so, do nothing."""
-    identity = engine.node_identity()
-    expected = os.environ.get("REUSEPORT_NODE_ID", "")  # Swarm's {{.Node.ID}}
-    while expected and identity["node_id"] != expected:
-        write(
-            json.dumps(
-                {
-                    MARK: 1,
-                    "node_id": expected,
-                    "at": round(time.time(), 3),
-                    "error": f"the engine at {os.environ.get('DOCKER_HOST', '?')} is node "
-                    f"{identity['node_id'] or '(none)'}, not this one: give every node's "
-                    "engine its socket at the manager's path",
-                    "tasks": [],
-                }
-            )
-        )
-        if wait(HEARTBEAT_S):
-            return None
-        identity = engine.node_identity()
-    return identity
-
-
-def run(
-    engine: SwarmEngine,
-    wait: Callable[[float], bool],
-    write: Callable[[str], None],
-    alive: Callable[[], bool] = lambda: True,
-) -> None:
-    """Passes every ``PASS_S`` until ``wait`` says stop or ``alive`` (asked every
-    ``ALIVE_S``: does the launcher still run?) says no. A task container is inspected once
-    (its pid and start do not change while it runs), then only listed."""
-    known: dict[str, LocalTask | None] = {}
-
-    def list_tasks() -> list[LocalTask]:
-        ids = engine.local_task_ids()
-        for container_id in ids:
-            if container_id not in known:
-                data = engine.inspect_container(container_id)
-                known[container_id] = task_from_inspect(data) if data else None
-        for gone in set(known) - set(ids):
-            del known[gone]
-        return [task for task in known.values() if task is not None]
-
-    identity = own_identity(engine, wait, write)
-    if identity is None:
-        return
-
-    def say(message: str) -> None:
-        write(f"reuseport agent on {identity.get('hostname', '?')}: {message}")
-
-    node_steering = NodeSteering(steering.kernel_opener(lambda: None, lambda _h: None), say)
-    agent = NodeAgent(list_tasks, engine.kill, identity, write, steering=node_steering)
-    servers = MetricsServers(agent, identity.get("hostname", ""), write)
-    asked_at = time.monotonic()
-    try:
-        while True:
-            agent.pass_once()
-            servers.sync()
-            if wait(PASS_S):
-                return
-            if time.monotonic() - asked_at >= ALIVE_S:
-                asked_at = time.monotonic()
-                if not alive():
-                    return
-    finally:
-        servers.stop_all()
-        node_steering.close()
