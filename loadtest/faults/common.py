@@ -73,9 +73,13 @@ class Watcher:
         self.event_client = docker.from_env(timeout=30)
         self.running_max = 0
         self.created: list[float] = []  # time.time() of each replica container creation
+        # ... and of each start: a container created by a supervisor killed before it
+        # started it never ran the app (its successor removes it and creates another).
+        self.started: list[float] = []
         self.done = threading.Event()
         self.stream: Any = self.event_client.api.events(
-            decode=True, filters={**self.filters, "type": "container", "event": "create"}
+            decode=True,
+            filters={**self.filters, "type": "container", "event": ["create", "start"]},
         )
         self.threads = [
             threading.Thread(target=self._sample, daemon=True),
@@ -93,8 +97,9 @@ class Watcher:
 
     def _events(self) -> None:
         with contextlib.suppress(Exception):  # the stream ends when stop() closes it
-            for _event in self.stream:
-                self.created.append(time.time())
+            for event in self.stream:
+                happened = self.started if event.get("Action") == "start" else self.created
+                happened.append(time.time())
 
     def stop(self) -> None:
         self.done.set()

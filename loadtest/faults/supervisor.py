@@ -14,7 +14,8 @@ Three scenarios, each on its own service:
 
 App restarts: replicas of the service that are gone afterwards although they were not
 part of the change (all of them for a plain kill, the old ones for a scale), plus
-containers created beyond what the change needs (N for the rollout, 1 for the scale).
+containers started beyond what the change needs (N for the rollout, 1 for the scale). A
+container the killed supervisor created but never started ran no app: it is not counted.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _during_rollout(ctx: FaultContext) -> FaultScenario:
         scenario.reconverge(scenario.faults[-1], settled)
         images = {r.get("image") for r in scenario.ps_rows()}
         scenario.note(f"images after: {', '.join(sorted(str(i) for i in images))}")
-        extra = scenario.watcher.created if scenario.watcher else []
+        extra = scenario.watcher.started if scenario.watcher else []
         scenario.result.app_restarts = max(0, len(extra) - ctx.replicas)
     return scenario.result
 
@@ -106,8 +107,8 @@ def _during_scale(ctx: FaultContext) -> FaultScenario:
         settled = _kill(scenario, f"{KILL} (scale)")
         scenario.reconverge(scenario.faults[-1], settled, desired=want)
         gone = len(before.keys() - scenario.replica_ids().keys())
-        created = len(scenario.watcher.created) if scenario.watcher else 0
-        scenario.result.app_restarts = gone + max(0, created - 1)
+        started = len(scenario.watcher.started) if scenario.watcher else 0
+        scenario.result.app_restarts = gone + max(0, started - 1)
     return scenario.result
 
 
