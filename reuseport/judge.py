@@ -90,6 +90,12 @@ def out_of_steering(verdict: Verdict, stall: liveness.Stall | None, now: float) 
     replica that is not suspect takes new connections while steering is on."""
     if verdict.kind != READY:
         return verdict.why or verdict.kind
+    return suspect_why(stall, now)
+
+
+def suspect_why(stall: liveness.Stall | None, now: float) -> str:
+    """Why a listening replica is suspect ("" = it is not): its accept queue has held
+    connections it did not take for SUSPECT_AFTER_S."""
     stalled = liveness.stalled_for(stall, now)
     if stalled >= SUSPECT_AFTER_S:
         return f"suspect: accept queue unmoved for {stalled:.1f}s"

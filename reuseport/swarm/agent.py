@@ -39,7 +39,7 @@ from typing import Any
 
 from reuseport import labels, liveness, steering
 from reuseport.engine.base import Replica
-from reuseport.judge import SUSPECT_AFTER_S
+from reuseport.judge import suspect_why
 from reuseport.kernel import attribution, destroy
 from reuseport.kernel.attribution import ForeignListener, ReplicaSockets
 from reuseport.swarm.agentsteer import NodeSteering, PortPlan
@@ -112,10 +112,7 @@ def out_of_map(verdict: str, why: str, stall: liveness.Stall | None, now: float)
     """Why a task must not be in its port's steering map ("" = it belongs there): as
     judge.out_of_steering for a replica, a listening task that is not suspect."""
     if verdict in (READY, SUSPECT):
-        stalled = liveness.stalled_for(stall, now)
-        if stalled >= SUSPECT_AFTER_S:
-            return f"suspect: accept queue unmoved for {stalled:.1f}s"
-        return ""
+        return suspect_why(stall, now)
     return why or verdict
 
 
