@@ -203,6 +203,11 @@ class HealthChecks:
             return ""
         return f"unhealthy: {state.failures} failed checks in a row, last: {state.last_error}"
 
+    def last_error(self, container_id: str) -> str:
+        """How its last check failed ("" when it passed or has not run)."""
+        state = self.states.get(container_id)
+        return state.last_error if state is not None and state.failures else ""
+
     def next_due(self) -> float | None:
         due = [s.next_at for s in self.states.values() if s.in_flight is None]
         return min(due) if due else None

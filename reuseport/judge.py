@@ -60,9 +60,11 @@ def judge(
     unhealthy: str,
     limits: Limits,
     now: float,
+    running_for: float | None = None,
 ) -> Verdict:
     """One replica's verdict from the engine's view, the kernel's (``sockets``), its
-    app-level check and the supervisor's record of it."""
+    app-level check and the supervisor's record of it. ``running_for``: seconds since its
+    container started (default: since the supervisor first saw it)."""
     listening = bool(sockets and sockets.listeners)
     if replica.state == "paused":
         return Verdict(PAUSED, False, listening)
@@ -72,7 +74,9 @@ def judge(
         return Verdict(DRAINING, False, listening)
     why = record.failing
     if not why and listening:
-        why = liveness.hung(record.stall, limits.hang_window_s, now) or unhealthy
+        why = liveness.hung(record.stall, limits.hang_window_s, now)
+        waited = now - record.first_seen if running_for is None else running_for
+        why = why or counted_unhealthy(unhealthy, health_passed, waited, limits)
     if not why and not listening and not record.ever_ready:
         waited = now - record.first_seen
         if limits.start_timeout_s > 0 and waited >= limits.start_timeout_s:
@@ -83,6 +87,21 @@ def judge(
         ready = is_ready(listening, health_passed, failing=False, draining=False)
         return Verdict(READY if ready else AWAITING_HEALTH, ready, listening)
     return Verdict(NOT_LISTENING if record.ever_ready else STARTING, False, False)
+
+
+def counted_unhealthy(
+    unhealthy: str, health_passed: bool | None, running_for: float, limits: Limits
+) -> str:
+    """Failed app-level checks make a replica unhealthy once it has passed one, or once it
+    has run for its start timeout without passing any. Checks start with the container,
+    and an app starting on a busy host answers its HEALTH_PORT a moment later: counted,
+    those refused checks replaced a replica that was just starting (Docker's health start
+    period and Kubernetes' startup probe exist for the same reason)."""
+    if not unhealthy:
+        return ""
+    if health_passed or running_for >= limits.start_timeout_s:
+        return unhealthy
+    return ""
 
 
 def out_of_steering(verdict: Verdict, stall: liveness.Stall | None, now: float) -> str:

@@ -178,6 +178,7 @@ class Reconciler(Applier):
                 health.unhealthy(replica.id) if health else "",
                 limits,
                 now,
+                self.wall() - replica.started_at if replica.started_at else None,
             )
             self._verdicts[replica.id] = verdict
             if verdict.why and not record.failing:

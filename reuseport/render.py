@@ -161,7 +161,7 @@ def statuses_json(statuses: Sequence[ServiceStatus], now: float) -> str:
     for status in statuses:
         service = {
             "desired": status.desired,
-            "ready": status.ready,
+            "ready_replicas": status.ready,
             "port": status.port,
             "replacements": dict(status.replacements),
             "foreign_listeners": len(status.foreign),

@@ -109,7 +109,8 @@ class HealthPolicy:
     interval: float = 2.0
     timeout: float = 1.0
     retries: int = 3
-    # A running replica that has not listened for this long is replaced (under backoff).
+    # A running replica that has not listened for this long is replaced (under backoff);
+    # its failed health checks count only after this long, until it has passed one.
     start_timeout: float = 60.0
 
     def __post_init__(self) -> None:

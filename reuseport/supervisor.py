@@ -13,7 +13,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -25,7 +25,7 @@ from reuseport.kernel import attribution, destroy, sockets
 from reuseport.liveness import SUSPECT_POLL_S
 from reuseport.reconciler import Evict, Notify, Observer, Reconciler
 from reuseport.spec import ServiceSpec, differences
-from reuseport.status import ServiceStatus
+from reuseport.status import ReplicaStatus, ServiceStatus
 from reuseport.steering import Opener
 from reuseport.store import Lease, StateStore
 
@@ -122,15 +122,28 @@ class Supervisor(Reconciler):
                 if status.converged():
                     return status
                 if self.clock() > deadline:
-                    missing = sorted(r.index for r in status.replicas if not r.ready)
+                    missing = [r for r in status.replicas if not r.ready]
                     checked = " and pass the health check" if self.health else ""
                     raise ReplicaFailed(
-                        f"replicas {missing} did not listen on port {self.spec.port}{checked} "
-                        f"within {timeout_s:g}s (does the app bind the PORT it is given?)"
+                        f"replicas {sorted(r.index for r in missing)} did not listen on port "
+                        f"{self.spec.port}{checked} within {timeout_s:g}s ("
+                        + (self._check_errors(missing) or "does the app bind the PORT it is given?")
+                        + ")"
                     )
                 self.sleep(POLL_S)
         finally:
             self.strict = False
+
+    def _check_errors(self, rows: Sequence[ReplicaStatus]) -> str:
+        """How the health checks of these replicas last failed, for the bring-up's error."""
+        if self.health is None:
+            return ""
+        said = []
+        for row in rows:
+            error = self.health.last_error(row.container_id) if row.container_id else ""
+            if error:
+                said.append(f"replica {row.index}'s check: {error}")
+        return "; ".join(said)
 
     def run(self) -> str:
         """Supervise until stopped; returns why: 'stopped' or 'removed' (spec file gone)."""

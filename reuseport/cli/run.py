@@ -139,7 +139,8 @@ def up(
         typer.Option(
             "--start-timeout",
             help="Seconds a running replica may take to listen before it is replaced "
-            "(under crash-loop backoff).",
+            "(under crash-loop backoff); with a health check, also the time its failed checks "
+            "do not count until it passes one.",
         ),
     ] = 60.0,
     metrics_port: Annotated[

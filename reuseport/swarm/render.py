@@ -123,7 +123,7 @@ def swarm_rows(seen: SwarmView) -> list[dict[str, Any]]:
     service = {
         "engine": "swarm",
         "desired": spec.replicas,
-        "ready": seen.ready,
+        "ready_replicas": seen.ready,
         "port": spec.port,
         "update": seen.update or None,
         "foreign_listeners": len(seen.foreign) + len(seen.remote_foreign),

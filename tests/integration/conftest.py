@@ -166,8 +166,33 @@ def top_output(service: Service, *args: str, seconds: float = 3) -> str:
     return shown
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so a fixture can tell that its test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def print_supervisor_log(client: docker.DockerClient, name: str) -> None:
+    """A failed test's service: its detached supervisor's log, the one record of what each
+    pass saw and did (a rare CI failure cannot be explained without it)."""
+    for container in client.containers.list(
+        ignore_removed=True,
+        all=True,
+        filters={"label": [f"{labels.SERVICE}={name}", f"{labels.ROLE}={labels.ROLE_SUPERVISOR}"]},
+    ):
+        try:
+            text = container.logs(tail=400).decode(errors="replace")
+        except docker.errors.APIError:
+            continue
+        print(f"\n--- supervisor {container.name} (last 400 lines) ---\n{text}")
+
+
 @pytest.fixture
-def service(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[Service]:
+def service(
+    docker_client: docker.DockerClient, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Service]:
     remove_test_containers(docker_client)
     svc = Service(
         f"{TEST_PREFIX}{secrets.token_hex(3)}", free_port(), tmp_path / "state", docker_client
@@ -175,6 +200,9 @@ def service(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[Serv
     try:
         yield svc
     finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print_supervisor_log(docker_client, svc.name)
         # `down` first (it also stops a supervisor), then a label sweep for anything left.
         svc.cli("down", svc.name, timeout=60)
         remove_test_containers(docker_client)

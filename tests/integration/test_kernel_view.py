@@ -80,7 +80,7 @@ def test_metrics_numbers_match_ps_json(
         replicas = [r for r in rows if r["state"] == "running"]
         checks = [
             value(samples, "reuseport_replicas_desired", service=name) == rows[0]["desired"],
-            value(samples, "reuseport_replicas_ready", service=name) == rows[0]["ready"],
+            value(samples, "reuseport_replicas_ready", service=name) == rows[0]["ready_replicas"],
             value(samples, "reuseport_replacements_total", service=name, reason="exited")
             == rows[0]["replacements"].get("exited", 0),
             value(samples, "reuseport_foreign_listeners", service=name)

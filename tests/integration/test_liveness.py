@@ -6,8 +6,10 @@ app's /healthz to 503), real load (locust, wrk), the real kernel.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -23,7 +25,13 @@ from loadtest import locustrun, setups, wrk
 from reuseport import host
 from reuseport.engine import connect
 from reuseport.kernel import attribution as probe
-from tests.integration.conftest import Service, wait_for
+from tests.integration.conftest import (
+    DEMO_IMAGE,
+    Service,
+    assert_one_line_error,
+    remove_test_containers,
+    wait_for,
+)
 
 HANG_WINDOW_S = 5.0
 STOP_TIMEOUT_S = 3
@@ -100,6 +108,7 @@ def _replace_under_load(
         *service.up_args("--detach", "--stop-timeout", str(STOP_TIMEOUT_S), *extra, replicas=4)
     )
     assert result.returncode == 0, result.stderr
+    print(f"up: {result.stderr}")  # shown when the test fails: what the bring-up did
     process, files = _start_locust(service, tmp_path, prefix)
     try:
         time.sleep(2)
@@ -203,12 +212,16 @@ def test_an_unhealthy_replica_is_replaced_before_it_is_stopped_with_no_failed_re
     assert failed == 0, results["failures_by_error"]
     assert service.ps()[0]["replacements"] == {"unhealthy": 1}
     assert "unhealthy" in fresh["last_error"]
+    running = service.containers(all=False)
+    shown = [(c.short_id, c.labels["io.reuseport.replica"], c.status, c.name) for c in running]
+    assert len(running) == 4, shown
     env = {
         int(c.labels["io.reuseport.replica"]): dict(
             e.split("=", 1) for e in c.attrs["Config"]["Env"]
         )
-        for c in service.containers(all=False)
+        for c in running
     }
+    assert sorted(env) == [1, 2, 3, 4], shown
     assert env[1]["HEALTH_PORT"] == str(base + 1)
     # the successor of replica 2 started beside the unhealthy one: the first port above B+N
     assert env[2]["HEALTH_PORT"] == str(base + 4 + 1)
@@ -295,3 +308,55 @@ def test_a_failing_health_command_replaces_the_replica(service: Service) -> None
     assert "health command exited with code 1" in fresh["last_error"]
     assert service.ps()[0]["replacements"] == {"unhealthy": 1}
     assert service.replica_ids()[2] == healthy  # the healthy one was left alone
+
+
+@pytest.fixture
+def slow_start_image(service: Service) -> Iterator[str]:
+    """The demo image with an app that starts 3 s after its container: six checks of a
+    0.5 s interval are refused before it listens. Built offline; removed after the test."""
+    tag = f"reuseport-demo-slowstart:it-{secrets.token_hex(3)}"
+    dockerfile = f'FROM {DEMO_IMAGE}\nCMD ["sh", "-c", "sleep 3; exec python3 /app/server.py"]\n'
+    service.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    try:
+        yield tag
+    finally:
+        remove_test_containers(service.client)
+        service.client.images.remove(tag, force=True)
+
+
+def test_checks_refused_while_a_replica_starts_do_not_replace_it(
+    service: Service, slow_start_image: str
+) -> None:
+    """Counted, the refused checks made a just-started replica unhealthy the moment it
+    listened (seen in CI under load: the successor's app started late)."""
+    base = _free_range(5)
+    checks = ("--health-interval", "0.5", "--health-timeout", "0.5", "--health-retries", "2")
+    up = service.up_args(
+        "--detach", "--health-port-base", str(base), *checks, image=slow_start_image, replicas=2
+    )
+    result = service.cli(*up)
+    assert result.returncode == 0, result.stderr
+    rows = service.ps()
+    assert [(r["replica"], r["ready"], r["restarts"]) for r in rows] == [(1, True, 0), (2, True, 0)]
+    assert rows[0]["replacements"] == {}, rows[0]["replacements"]
+
+
+def test_up_says_how_the_health_check_of_a_replica_that_never_passes_failed(
+    service: Service,
+) -> None:
+    base = _free_range(3)
+    up = service.up_args(
+        "--detach",
+        "--health-port-base",
+        str(base),
+        "--health-path",
+        "/missing",
+        "--health-interval",
+        "0.5",
+        "--ready-timeout",
+        "4",
+        replicas=1,
+    )
+    result = service.cli(*up)
+    assert_one_line_error(result, "replicas [1] did not listen", "answered 404")
+    assert service.containers() == []  # the failed `up` left nothing

@@ -24,9 +24,10 @@ def verdict(
     passed: bool | None = None,
     unhealthy: str = "",
     now: float = 10.0,
+    running_for: float | None = None,
 ) -> judge.Verdict:
     record = record or ReplicaRecord("c1", 1, first_seen=0.0)
-    return judge.judge(replica, record, sockets, passed, unhealthy, LIMITS, now)
+    return judge.judge(replica, record, sockets, passed, unhealthy, LIMITS, now, running_for)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +66,8 @@ def test_hung_and_unhealthy_fail_a_listening_replica_and_stay_failing() -> None:
     stalled = ReplicaRecord("c1", 1, first_seen=0.0, stall=Stall(2.0, 3, frozenset()))
     hung = verdict(record=stalled, sockets=replace(LISTENS, accept_queue=3), now=7.0)
     assert hung.kind == judge.FAILING and hung.why.startswith("hung: 3 connection(s)")
-    assert verdict(unhealthy="unhealthy: 3 failed checks").why == "unhealthy: 3 failed checks"
+    failed = "unhealthy: 3 failed checks"
+    assert verdict(passed=True, unhealthy=failed).why == failed
     sticky = ReplicaRecord("c1", 1, first_seen=0.0, failing="hung: earlier")
     assert verdict(record=sticky).why == "hung: earlier"
 
@@ -85,3 +87,18 @@ def test_records_are_forgotten_in_one_place_when_the_listing_drops_them() -> Non
     gone = records.sync(["b"])
     assert [r.container_id for r in gone] == ["a"] and gone[0].failing == "hung"
     assert records.get("a") is None and len(records) == 1
+
+
+def test_failed_checks_of_a_starting_replica_count_only_after_its_start_timeout() -> None:
+    """Checks start with the container; an app on a busy host answers its HEALTH_PORT a
+    moment after it listens. Refused checks then must not replace a replica just started."""
+    failed = "unhealthy: 2 failed checks in a row, last: connection refused"
+    starting = verdict(passed=False, unhealthy=failed, running_for=1.0)
+    assert starting == judge.Verdict(judge.AWAITING_HEALTH, False, True)
+    late = verdict(passed=False, unhealthy=failed, running_for=30.0)
+    assert late.kind == judge.FAILING and late.why == failed
+    # Without the container's start time, the supervisor's first sight of it counts.
+    assert verdict(passed=False, unhealthy=failed, now=29.0).kind == judge.AWAITING_HEALTH
+    assert verdict(passed=False, unhealthy=failed, now=31.0).kind == judge.FAILING
+    # Once it passed a check, failures count at once, however young the replica.
+    assert verdict(passed=True, unhealthy=failed, running_for=1.0).why == failed

@@ -147,7 +147,7 @@ def test_scrape_matches_ps_json_after_a_death_and_a_foreign_listener(
     foreign = [row for row in rows if row["state"] == "foreign"]
     assert len(replicas) == 3 and len(foreign) == 1
     assert value(samples, "reuseport_replicas_desired") == rows[0]["desired"] == 3
-    assert value(samples, "reuseport_replicas_ready") == rows[0]["ready"] == 3
+    assert value(samples, "reuseport_replicas_ready") == rows[0]["ready_replicas"] == 3
     assert value(samples, "reuseport_replicas_running") == 3
     assert value(samples, "reuseport_replicas_listening") == 3
     assert value(samples, "reuseport_replacements_total", reason="exited") == 1
