@@ -223,6 +223,11 @@ class Applier:
             record.draining = record.draining or action.graceful
 
     def _remove(self, action: Remove) -> None:
+        if action.why == "unstarted":
+            self.notify(
+                f"replica {action.index} ({action.container_id[:12]}) was created but never "
+                "started (its creator stopped in between): removing it, a new one takes its place"
+            )
         if not action.graceful:
             self.engine.remove_replica(action.container_id)
             self.stale = True

@@ -7,7 +7,7 @@ Rules, in the spirit of a Kubernetes ReplicaSet:
 - indices ``1..desired`` each want exactly one running container;
 - a container that is not running is a failure of its index: it is removed and, unless a
   healthy sibling of the same index runs, replaced (at once the first time, then with
-  exponential backoff);
+  exponential backoff); one that never started is removed and replaced, no failure;
 - surplus containers (duplicates of an index, or indices above ``desired`` after a scale
   down) are stopped gracefully, preferring to keep ready and older ones;
 - a running replica that fails liveness (hung, or its health check) is replaced before it
@@ -39,6 +39,9 @@ class Observed:
     spec_hash: str = ""  # the template it runs; "" matches any desired hash
     ready_for: float = 0.0  # seconds it has been seen listening
     failing: str = ""  # why it failed liveness while running ("" = live)
+    # Created but never started: its creator (a supervisor SIGKILLed, an engine lost) stopped
+    # between create and start. Not a death of its index: removed, and the index refilled.
+    unstarted: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,9 @@ class Remove:
     index: int
     container_id: str
     graceful: bool
-    why: str = "surplus"  # "surplus" (scale down, duplicate), "outdated" (rollout), "failing"
+    # graceful: "surplus" (scale down, duplicate), "outdated" (rollout), "failing";
+    # forced: "dead", "unstarted" (see Observed.unstarted)
+    why: str = "surplus"
 
 
 @dataclass(frozen=True)
@@ -148,9 +153,10 @@ def plan(
         if wanted and not any(available(r) for r in keep):
             unavailable += 1
         for corpse in (r for r in group if not r.running):
-            if wanted and not current:
+            if wanted and not current and not corpse.unstarted:
                 actions.append(_failure(index, corpse, slots.get(index), policy, now))
-            actions.append(Remove(index, corpse.container_id, graceful=False))
+            why = "unstarted" if corpse.unstarted else "dead"
+            actions.append(Remove(index, corpse.container_id, graceful=False, why=why))
         if wanted and not keep:
             empty.append(index)
 

@@ -206,6 +206,7 @@ class Reconciler(Applier):
                     replica.spec_hash,
                     now - record.ready_since if verdict.ready and record.ready_since else 0.0,
                     record.failing,
+                    unstarted=replica.state == "created" and not replica.started_at,
                 )
             )
         return observed

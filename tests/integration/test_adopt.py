@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 
 import httpx
 
+from reuseport.engine import connect
+from reuseport.store import StateStore
 from tests.integration.conftest import Service, assert_one_line_error, wait_for
 
 
@@ -108,3 +111,31 @@ def test_up_detached_again_hands_the_new_count_to_the_running_supervisor(service
     after = service.replica_ids()
     assert after[1] == before[1] and after[2] == before[2]
     assert [c.id for c in service.containers(role="supervisor", all=False)] == [supervisor.id]
+
+
+def test_a_replica_created_but_never_started_is_replaced_without_a_failure(
+    service: Service,
+) -> None:
+    """A supervisor SIGKILLed between create and start leaves a container that never ran:
+    its successor removes it and fills the index, with no restart or replacement counted."""
+    assert service.cli(*service.up_args("--detach", replicas=2)).returncode == 0
+    (supervisor,) = service.containers(role="supervisor", all=False)
+    supervisor.remove(force=True)
+    spec = StateStore(service.state_dir).load_spec(service.name)
+    assert spec is not None
+    interrupted = connect()
+    interrupted._api.start = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    orphan = interrupted.create_replica(replace(spec, replicas=3), 3, 0)
+    assert service.client.containers.get(orphan).status == "created"
+
+    again = service.cli(*service.up_args("--detach", replicas=3))
+    assert again.returncode == 0, again.stderr
+    assert "created but never started" in again.stderr, again.stderr
+    rows = service.ps()
+    assert [(r["replica"], r["ready"], r["restarts"]) for r in rows] == [
+        (1, True, 0),
+        (2, True, 0),
+        (3, True, 0),
+    ]
+    assert rows[0]["replacements"] == {}
+    assert orphan not in {c.id for c in service.containers()}

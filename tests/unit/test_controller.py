@@ -33,8 +33,28 @@ def test_first_death_is_replaced_at_once_and_the_corpse_removed() -> None:
     actions = plan(2, [up("a", 1), dead("b", 2)], {}, POLICY, now=50.0)
     assert actions == [
         Fail(2, "b", "exited with code 1", retry_at=50.0),
-        Remove(2, "b", graceful=False),
+        Remove(2, "b", graceful=False, why="dead"),
         Create(2),
+    ]
+
+
+def test_a_never_started_replica_is_replaced_without_counting_a_failure() -> None:
+    """Its creator (a supervisor SIGKILLed between create and start) left it: the index
+    is refilled at once, with no restart, backoff or replacement against it."""
+    orphan = Observed(
+        "b", 2, running=False, ready=False, reason="container created", unstarted=True
+    )
+    book = BackoffBook(POLICY)
+    actions = plan(2, [up("a", 1), orphan], book.slots, POLICY, now=50.0)
+    assert actions == [Remove(2, "b", graceful=False, why="unstarted"), Create(2)]
+    # Even while its index waits out a backoff, it is removed without another failure.
+    book.record_failure(2, "first", "exited with code 1", now=48.0)
+    book.record_failure(2, "second", "exited with code 1", now=49.0)
+    assert book.slots[2].retry_at > 49.1
+    waiting = plan(2, [up("a", 1), orphan], book.slots, POLICY, now=49.1)
+    assert waiting == [
+        Remove(2, "b", graceful=False, why="unstarted"),
+        Wait(2, book.slots[2].retry_at),
     ]
 
 
@@ -86,12 +106,12 @@ def test_duplicate_index_keeps_the_ready_then_oldest() -> None:
 
 def test_dead_surplus_is_removed_without_counting_a_failure() -> None:
     actions = plan(1, [up("a", 1), dead("b", 2)], {}, POLICY, now=0.0)
-    assert actions == [Remove(2, "b", graceful=False)]
+    assert actions == [Remove(2, "b", graceful=False, why="dead")]
 
 
 def test_dead_beside_a_running_sibling_of_the_same_index_is_not_a_failure() -> None:
     actions = plan(1, [up("a", 1), dead("old", 1)], {}, POLICY, now=0.0)
-    assert actions == [Remove(1, "old", graceful=False)]
+    assert actions == [Remove(1, "old", graceful=False, why="dead")]
 
 
 def test_running_count_never_exceeds_desired() -> None:
