@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reuseport.spec import BackoffPolicy
+from reuseport.policies import BackoffPolicy
 
 MAX_REMEMBERED = 32
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from reuseport.backoff import SlotHealth, delay_after
-from reuseport.spec import BackoffPolicy, RolloutPolicy
+from reuseport.policies import BackoffPolicy, RolloutPolicy
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from reuseport.engine.base import Engine, Replica
 from reuseport.errors import ReuseportError
-from reuseport.spec import HealthPolicy
+from reuseport.policies import HealthPolicy
 
 
 class HealthCheckFailed(Exception):

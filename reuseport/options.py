@@ -8,16 +8,8 @@ the file's key names. Derived defaults (the health timeout) are decided here onl
 
 from __future__ import annotations
 
-from reuseport.spec import (
-    DEFAULT_BALANCE,
-    BackoffPolicy,
-    HealthPolicy,
-    RolloutPolicy,
-    ServiceSpec,
-    default_name,
-    invalid,
-    validate_name,
-)
+from reuseport.policies import BackoffPolicy, HealthPolicy, RolloutPolicy, invalid
+from reuseport.spec import DEFAULT_BALANCE, ServiceSpec, default_name, validate_name
 
 # The defaults `up` shows in --help and a file uses for an absent key.
 DEFAULT_READY_TIMEOUT_S = 60.0

@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Literal
 
-from reuseport.spec import TEMPLATE_FIELDS, HealthPolicy, ServiceSpec, differences
+from reuseport.policies import HealthPolicy
+from reuseport.spec import TEMPLATE_FIELDS, ServiceSpec, differences
 
 Action = Literal["create", "no-op", "scale", "rollout", "settings", "refused"]
 # Every field the supervisor reads live: neither the template nor the count.

@@ -30,8 +30,9 @@ from reuseport.judge import Verdict
 from reuseport.kernel import attribution, destroy
 from reuseport.kernel.attribution import PortObservation
 from reuseport.kernel.holdings import Holdings
+from reuseport.policies import HealthPolicy
 from reuseport.records import Records
-from reuseport.spec import HealthPolicy, ServiceSpec
+from reuseport.spec import ServiceSpec
 from reuseport.status import ServiceStatus
 from reuseport.steering import Opener, SteeringState
 

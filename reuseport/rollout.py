@@ -28,7 +28,8 @@ from reuseport.errors import (
     UidMismatch,
 )
 from reuseport.kernel import attribution, ports
-from reuseport.spec import RolloutPolicy, ServiceSpec, redact_value
+from reuseport.policies import RolloutPolicy
+from reuseport.spec import ServiceSpec, redact_value
 from reuseport.store import StateStore
 
 POLL_S = 0.2

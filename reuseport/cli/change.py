@@ -22,7 +22,8 @@ from reuseport.cli._common import (
 )
 from reuseport.errors import InvalidSpec
 from reuseport.options import DEFAULT_ROLLOUT_TIMEOUT_S, positive_seconds
-from reuseport.spec import RolloutPolicy, parse_env, validate_name, validate_replicas
+from reuseport.policies import RolloutPolicy
+from reuseport.spec import parse_env, validate_name, validate_replicas
 
 
 @app.command()

@@ -1,5 +1,5 @@
 from reuseport.backoff import BackoffBook, delay_after
-from reuseport.spec import BackoffPolicy
+from reuseport.policies import BackoffPolicy
 
 POLICY = BackoffPolicy(initial=0.5, maximum=30.0, reset_after=10.0)
 

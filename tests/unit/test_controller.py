@@ -2,7 +2,7 @@
 
 from reuseport.backoff import BackoffBook
 from reuseport.controller import Create, Fail, Observed, Remove, Wait, plan
-from reuseport.spec import BackoffPolicy
+from reuseport.policies import BackoffPolicy
 
 POLICY = BackoffPolicy(initial=0.5, maximum=30.0, reset_after=10.0)
 
@@ -156,7 +156,7 @@ def test_failing_replica_gets_a_successor_first_and_is_kept_until_it_is_ready() 
 
 
 def test_failing_replacement_ignores_the_surge_budget() -> None:
-    from reuseport.spec import RolloutPolicy
+    from reuseport.policies import RolloutPolicy
 
     strict = RolloutPolicy(max_surge=0, max_unavailable=1)
     hung = Observed("a", 1, running=True, ready=True, failing="unhealthy")

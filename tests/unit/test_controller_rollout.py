@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 import pytest
 
 from reuseport.controller import Create, Observed, Remove, plan
-from reuseport.spec import BackoffPolicy
-from reuseport.spec import RolloutPolicy as Strategy
+from reuseport.policies import BackoffPolicy
+from reuseport.policies import RolloutPolicy as Strategy
 
 POLICY = BackoffPolicy()
 OLD, NEW = "old-hash", "new-hash"

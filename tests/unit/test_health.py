@@ -10,7 +10,7 @@ import pytest
 
 from reuseport.engine.base import Replica
 from reuseport.health import MAX_WORKERS, HealthCheckFailed, HealthChecks
-from reuseport.spec import HealthPolicy
+from reuseport.policies import HealthPolicy
 
 POLICY = HealthPolicy(cmd="check", interval=2.0, timeout=1.0, retries=1)
 

@@ -9,7 +9,7 @@ from reuseport import liveness
 from reuseport.engine.base import Replica
 from reuseport.health import HealthCheckFailed, HealthChecks
 from reuseport.kernel.attribution import ReplicaSockets
-from reuseport.spec import HealthPolicy
+from reuseport.policies import HealthPolicy
 from tests.unit.fakes import InlineExecutor
 
 

@@ -19,7 +19,8 @@ from reuseport import metrics, render, service
 from reuseport.engine.base import Replica
 from reuseport.errors import PortConflict
 from reuseport.kernel.attribution import ForeignListener, PortObservation, ReplicaSockets
-from reuseport.spec import BackoffPolicy, HealthPolicy, ServiceSpec
+from reuseport.policies import BackoffPolicy, HealthPolicy
+from reuseport.spec import ServiceSpec
 from reuseport.store import StateStore
 from reuseport.supervisor import Supervisor
 from tests.unit.fakes import FakeEngine, InlineExecutor, reconcile_for

@@ -11,8 +11,9 @@ import pytest
 
 from reuseport import projectapply
 from reuseport.errors import ReplicaFailed, SpecConflict
+from reuseport.policies import HealthPolicy
 from reuseport.projectplan import plan
-from reuseport.spec import HealthPolicy, ServiceSpec
+from reuseport.spec import ServiceSpec
 from reuseport.store import StateStore
 from tests.unit.fakes import FakeEngine
 

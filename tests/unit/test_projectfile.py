@@ -14,8 +14,9 @@ from reuseport import cli, options, projectfile
 from reuseport import engine as engines
 from reuseport.cli import run
 from reuseport.errors import ConfigFileError, EngineUnavailable, InvalidSpec
+from reuseport.policies import RolloutPolicy
 from reuseport.projectfile import FILE_KEYS, ProjectFile, find, load
-from reuseport.spec import RolloutPolicy, ServiceSpec
+from reuseport.spec import ServiceSpec
 
 FULL = """\
 # every key, none at its default

@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
+from reuseport.policies import BackoffPolicy, HealthPolicy, RolloutPolicy
 from reuseport.projectplan import SETTINGS_FIELDS, plan, settings_differences, with_settings
-from reuseport.spec import BackoffPolicy, HealthPolicy, RolloutPolicy, ServiceSpec
+from reuseport.spec import ServiceSpec
 
 
 def web(**changes: object) -> ServiceSpec:

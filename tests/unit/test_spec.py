@@ -5,9 +5,8 @@ from dataclasses import replace
 import pytest
 
 from reuseport.errors import InvalidSpec
+from reuseport.policies import BackoffPolicy, HealthPolicy
 from reuseport.spec import (
-    BackoffPolicy,
-    HealthPolicy,
     ServiceSpec,
     default_name,
     differences,
@@ -164,7 +163,7 @@ def test_json_from_a_newer_writer_is_read_without_its_unknown_fields() -> None:
 
 
 def test_health_ports_must_not_cover_the_service_or_metrics_port() -> None:
-    from reuseport.spec import HealthPolicy
+    from reuseport.policies import HealthPolicy
 
     with pytest.raises(InvalidSpec, match="falls among the health ports 9001-9009"):
         ServiceSpec("s", "img", replicas=4, port=9003, health=HealthPolicy(port_base=9000))

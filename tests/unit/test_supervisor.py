@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from reuseport.errors import EngineError, ReplicaFailed, ReusePortMissing
-from reuseport.spec import BackoffPolicy, RolloutPolicy, ServiceSpec
+from reuseport.policies import BackoffPolicy, RolloutPolicy
+from reuseport.spec import ServiceSpec
 from reuseport.status import ServiceStatus
 from reuseport.store import StateStore
 from reuseport.supervisor import Supervisor
@@ -253,7 +254,7 @@ def test_a_slow_replica_that_still_accepts_is_not_hung(engine: FakeEngine, tmp_p
 
 def test_a_failing_health_check_replaces_the_replica(engine: FakeEngine, tmp_path: Path) -> None:
 
-    from reuseport.spec import HealthPolicy
+    from reuseport.policies import HealthPolicy
 
     spec = replace(SPEC, health=HealthPolicy(cmd="check", interval=1.0, retries=2))
     supervisor = make(engine, tmp_path, spec)
@@ -272,7 +273,7 @@ def test_a_failing_health_check_replaces_the_replica(engine: FakeEngine, tmp_pat
 def test_an_unhealthy_replica_that_also_stopped_accepting_has_its_listener_closed(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
-    from reuseport.spec import HealthPolicy
+    from reuseport.policies import HealthPolicy
 
     sockets: dict = {}
     spec = replace(
