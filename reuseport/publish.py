@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from reuseport.backoff import SlotHealth
 from reuseport.engine.base import Replica
-from reuseport.judge import Verdict
+from reuseport.judge import AWAITING_HEALTH, Verdict
 from reuseport.kernel.attribution import PortObservation
 from reuseport.records import ReplicaRecord
 from reuseport.spec import ServiceSpec
@@ -31,6 +31,7 @@ class PassResult:
     membership: Mapping[str, str] = field(default_factory=dict)  # id -> why out ("" = in)
     balance: str = "hash"
     balance_note: str = ""
+    check_errors: Mapping[str, str] = field(default_factory=dict)  # id -> last failed check
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ def service_status(done: PassResult, by: Publisher, now: float, wall: float) -> 
                 else None,
                 member=None if out_why is None else not out_why,
                 out_why=out_why or "",
+                check_error=done.check_errors.get(replica.id, "")
+                if verdict.kind == AWAITING_HEALTH
+                else "",
             )
         )
     waiting = done.waiting

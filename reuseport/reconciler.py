@@ -323,6 +323,11 @@ class Reconciler(Applier):
                 membership=dict(self._membership),
                 balance=self.steering.policy,
                 balance_note=self.steering.note,
+                check_errors={
+                    r.id: self.health.last_error(r.id)
+                    for r in self._listed
+                    if self.health is not None and self._verdict_kind(r.id) == judge.AWAITING_HEALTH
+                },
             ),
             publish.Publisher(self.mode, self.describe(), os.getpid(), pid_namespace()),
             now,

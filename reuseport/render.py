@@ -108,7 +108,8 @@ def _note(row: ReplicaStatus, now: float) -> str:
     if row.why:
         return f"replacing: {row.why}"
     if row.verdict == AWAITING_HEALTH:
-        return "waiting for its first passing health check"
+        waiting = "waiting for its first passing health check"
+        return f"{waiting}; last: {row.check_error}" if row.check_error else waiting
     if row.verdict == DRAINING:
         return "draining"
     note = f"retry in {max(0.0, row.retry_at - now):.1f}s" if row.retry_at is not None else ""

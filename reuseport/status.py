@@ -55,6 +55,8 @@ class ReplicaStatus:
     # Steering: in the map (takes new connections) or not and why; None when not steered.
     member: bool | None = None
     out_why: str = ""
+    # How its app-level check last failed while it has not passed one yet (awaiting-health).
+    check_error: str = ""
 
     @property
     def short_id(self) -> str | None:
@@ -208,6 +210,7 @@ def replica_json(status: ServiceStatus, row: ReplicaStatus, now: float) -> dict[
         "share": sockets.share if sockets else None,
         "failing": row.why,
         "awaiting_health": row.awaiting_health,
+        "check_error": row.check_error or None,
         "member": row.member,
         "out_why": row.out_why or None,
     }

@@ -270,6 +270,30 @@ def test_a_failing_health_check_replaces_the_replica(engine: FakeEngine, tmp_pat
     assert sick.id in engine.stopped  # gracefully: it still served
 
 
+def test_a_replica_that_never_passes_its_check_waits_out_its_start_timeout(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Its failed checks do not count until --start-timeout (it may be starting slowly):
+    meanwhile ps says how they fail; then it is replaced as unhealthy."""
+    from reuseport.policies import HealthPolicy
+
+    health = HealthPolicy(cmd="check", interval=0.5, timeout=0.5, retries=2, start_timeout=5)
+    supervisor = make(engine, tmp_path, replace(SPEC, replicas=1, health=health))
+    assert supervisor.health is not None
+    supervisor.health.executor = InlineExecutor()  # type: ignore[assignment]
+    engine.exec_codes[f"{1:064x}"] = 1  # the first replica's check always fails
+    with pytest.raises(ReplicaFailed, match="replica 1's check: health command exited with code 1"):
+        supervisor.bring_up(timeout_s=3)
+    (row,) = supervisor.status.replicas
+    assert (row.verdict, row.check_error) == (
+        "awaiting-health",
+        "health command exited with code 1",
+    )
+    assert not supervisor.replacements and len(engine.created) == 1
+    reconcile_for(supervisor, engine, 3.0)  # past 5 s since it started
+    assert supervisor.replacements == {"unhealthy": 1} and len(engine.created) == 2
+
+
 def test_an_unhealthy_replica_that_also_stopped_accepting_has_its_listener_closed(
     engine: FakeEngine, tmp_path: Path
 ) -> None:
