@@ -74,9 +74,10 @@ def judge(
         return Verdict(DRAINING, False, listening)
     why = record.failing
     if not why and listening:
-        why = liveness.hung(record.stall, limits.hang_window_s, now)
-        waited = now - record.first_seen if running_for is None else running_for
-        why = why or counted_unhealthy(unhealthy, health_passed, waited, limits)
+        ran = now - record.first_seen if running_for is None else running_for
+        why = liveness.hung(record.stall, limits.hang_window_s, now) or counted_unhealthy(
+            unhealthy, health_passed, ran, limits
+        )
     if not why and not listening and not record.ever_ready:
         waited = now - record.first_seen
         if limits.start_timeout_s > 0 and waited >= limits.start_timeout_s:

@@ -323,11 +323,10 @@ class Reconciler(Applier):
                 membership=dict(self._membership),
                 balance=self.steering.policy,
                 balance_note=self.steering.note,
-                check_errors={
-                    r.id: self.health.last_error(r.id)
-                    for r in self._listed
-                    if self.health is not None and self._verdict_kind(r.id) == judge.AWAITING_HEALTH
-                },
+                # publish shows them only for a replica awaiting its first passing check
+                check_errors={r.id: self.health.last_error(r.id) for r in self._listed}
+                if self.health is not None
+                else {},
             ),
             publish.Publisher(self.mode, self.describe(), os.getpid(), pid_namespace()),
             now,
